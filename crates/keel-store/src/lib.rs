@@ -1,0 +1,124 @@
+//! Keel's storage ports and adapters.
+//!
+//! Each capability is its own trait ([`TenantStore`], [`KeyStore`], [`AccountStore`],
+//! [`GreeterStore`], [`CounterStore`], [`AuditStore`]), so a handler depends only on
+//! what it uses; [`Store`] combines them for wiring. Adapters live in submodules —
+//! [`sqlite`] now, PostgreSQL next — and only they know SQL.
+//!
+//! Every write an adapter acknowledges is durable (fsync'd) before the call returns.
+
+pub mod sqlite;
+mod types;
+
+use async_trait::async_trait;
+use jiff::{civil::Date, Timestamp};
+use keel_core::{
+    apikey::SecretHash,
+    counter::{CounterName, CounterValue},
+    greeter::Username,
+};
+
+pub use types::*;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or cannot write right now (disk full, locked,
+    /// connection refused). Callers answer 503 and retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule refused the write (e.g. an email already registered).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The counter is at 2^63−1 and cannot hand out another value.
+    #[error("counter exhausted")]
+    CounterExhausted,
+    /// A bug or corrupt data: never caused by a client.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn create_key(&self, key: NewKey) -> StoreResult<StoredKey>;
+    async fn key_by_prefix(&self, prefix: &str) -> StoreResult<Option<StoredKey>>;
+    async fn list_keys(&self, tenant: &TenantId, page: PageRequest)
+        -> StoreResult<Page<StoredKey>>;
+    /// Revokes one of `tenant`'s keys; `false` when the tenant has no such live key.
+    async fn revoke_key(&self, tenant: &TenantId, prefix: &str, at: Timestamp)
+        -> StoreResult<bool>;
+    /// Records when keys were last used; batched by the caller, so this is cheap.
+    async fn record_key_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()>;
+    /// Whether any live key has the `operator` scope (decides bootstrapping).
+    async fn has_operator_key(&self) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account's tenant, the account and its first key in one durable
+    /// write. [`StoreError::Conflict`] when the email is taken.
+    async fn register_account(
+        &self,
+        email: &str,
+        password_hash: &str,
+        prefix: &str,
+        secret_hash: SecretHash,
+    ) -> StoreResult<(Account, StoredKey)>;
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+}
+
+#[async_trait]
+pub trait GreeterStore: Send + Sync {
+    async fn save_birthday(
+        &self,
+        tenant: &TenantId,
+        user: &Username,
+        born: Date,
+    ) -> StoreResult<()>;
+    async fn birthday(&self, tenant: &TenantId, user: &Username) -> StoreResult<Option<Date>>;
+}
+
+#[async_trait]
+pub trait CounterStore: Send + Sync {
+    /// Increments and returns the new value, durable before it returns. The first
+    /// call on a counter returns 1.
+    async fn next(&self, tenant: &TenantId, counter: &CounterName) -> StoreResult<i64>;
+    /// The value without change; 0 before the first `next`.
+    async fn current(&self, tenant: &TenantId, counter: &CounterName) -> StoreResult<i64>;
+    async fn set_current(
+        &self,
+        tenant: &TenantId,
+        counter: &CounterName,
+        value: CounterValue,
+    ) -> StoreResult<i64>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
+}
+
+/// Every capability of a store, as the binary wires it.
+#[async_trait]
+pub trait Store:
+    TenantStore + KeyStore + AccountStore + GreeterStore + CounterStore + AuditStore
+{
+    /// Cheap round trip proving the store can be read (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Which adapter this is, for logs and `keel config`.
+    fn backend_name(&self) -> &'static str;
+}

@@ -1,0 +1,50 @@
+//! Forward-only schema migrations, embedded in the binary and applied in order on
+//! start (and by `keel migrate`). Each runs in its own transaction together with the
+//! row that records it, so a crash leaves a migration either applied or not.
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+
+use crate::StoreResult;
+
+/// (version, name, SQL). Append only: a released migration is never edited.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../../migrations/sqlite/0001_foundation.sql"),
+)];
+
+/// Applies every migration not yet applied; returns the versions it applied.
+pub fn migrate(conn: &mut Connection) -> StoreResult<Vec<i64>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version     INTEGER PRIMARY KEY,
+             name        TEXT NOT NULL,
+             applied_at  INTEGER NOT NULL
+         ) STRICT;",
+    )?;
+    let done = applied_migrations(conn)?;
+    let mut applied = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if done.contains(&version) {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![version, name, Timestamp::now().as_microsecond()],
+        )?;
+        tx.commit()?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+pub fn applied_migrations(conn: &Connection) -> StoreResult<Vec<i64>> {
+    let mut stmt = conn.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+    let versions = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(versions)
+}

@@ -1,0 +1,71 @@
+//! The embedded adapter: one SQLite database file in WAL mode.
+//!
+//! Writes go through [`writer::Writer`] (one connection, group commit, fsync before
+//! any caller is answered); reads through [`readers::Readers`]. The bus will ride the
+//! same write path, so a message and the rows it causes commit together.
+
+mod errors;
+mod migrations;
+mod queries;
+mod readers;
+pub mod writer;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+
+use crate::{StoreError, StoreResult};
+
+pub use migrations::{applied_migrations, migrate, MIGRATIONS};
+
+/// The SQLite-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: writer::Writer,
+    readers: Arc<readers::Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending
+    /// migrations, and starts the writer thread.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            writer: writer::Writer::start(conn),
+            readers: Arc::new(readers::Readers::new(path.to_owned())),
+        })
+    }
+
+    pub fn commit_stats(&self) -> Arc<writer::CommitStats> {
+        self.writer.stats.clone()
+    }
+}
+
+/// A connection with the settings every Keel connection needs: WAL (readers never
+/// block the writer), `synchronous=FULL` (a commit is fsync'd before it returns),
+/// and a busy timeout so a second process on the same file waits rather than fails.
+pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+pub(crate) fn to_micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+pub(crate) fn from_micros(micros: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_microsecond(micros)
+        .map_err(|e| StoreError::Internal(format!("stored time {micros} out of range: {e}")))
+}

@@ -1,0 +1,165 @@
+//! The single write path with group commit.
+//!
+//! One thread owns the only writing connection. It takes the first job that arrives,
+//! then every job already queued behind it (up to [`MAX_BATCH`]), runs them all in
+//! one transaction — each inside its own savepoint, so one job's failure does not
+//! undo its neighbours — and commits once. SQLite in WAL mode with
+//! `synchronous=FULL` fsyncs the log on that commit; only then is each job's caller
+//! answered. Concurrent writers therefore share an fsync instead of queueing for one,
+//! and a batch grows by itself exactly when load rises.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::errors::map_sqlite_error;
+use crate::{StoreError, StoreResult};
+
+/// Enough to amortise an fsync over thousands of small writes while bounding how
+/// long the first job in a batch waits for the last.
+pub const MAX_BATCH: usize = 4096;
+const QUEUE_DEPTH: usize = 65_536;
+
+/// A write waiting for its batch: runs inside the batch transaction, then learns
+/// whether the batch committed.
+trait Job: Send {
+    /// Does the work; `false` when it failed and its savepoint must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    fn complete(self: Box<Self>, commit: StoreResult<()>);
+}
+
+struct Pending<R, F> {
+    work: Option<F>,
+    result: Option<StoreResult<R>>,
+    reply: oneshot::Sender<StoreResult<R>>,
+}
+
+impl<R, F> Job for Pending<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a job runs once");
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, commit: StoreResult<()>) {
+        let answer = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Internal("a job was never run".into())),
+        };
+        // The caller may have gone away (request cancelled); the write stands.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Counts that describe how well commits are being shared.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    pub stats: Arc<CommitStats>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
+        thread::Builder::new()
+            .name("keel-sqlite-writer".into())
+            .spawn(move || run(conn, rx, &thread_stats))
+            .expect("spawn the writer thread");
+        Self { jobs: tx, stats }
+    }
+
+    /// Runs `work` in the next batch and returns its result once that batch is
+    /// durable on disk.
+    pub async fn execute<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (reply, reply_rx) = oneshot::channel::<StoreResult<R>>();
+        let job: Box<dyn Job> = Box::new(Pending {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before committing".into()))?
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, stats: &CommitStats) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    // Ends when every sender is gone: the store was dropped and queued jobs all ran.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len() as u64;
+        let outcome = commit_batch(&conn, &mut batch);
+        for job in batch.drain(..) {
+            job.complete(outcome.as_ref().map(|_| ()).map_err(StoreError::clone));
+        }
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.jobs.fetch_add(size, Ordering::Relaxed);
+        stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+/// Runs every job of the batch in one transaction and commits it once.
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(map_sqlite_error)?;
+    for job in batch.iter_mut() {
+        let ok = conn.execute_batch("SAVEPOINT job").is_ok() && {
+            let ok = job.run(conn);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            conn.execute_batch(end).is_ok()
+        };
+        if !ok && conn.is_autocommit() {
+            // A savepoint statement itself failed and took the transaction with it.
+            return Err(StoreError::Unavailable(
+                "the write transaction was lost".into(),
+            ));
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(map_sqlite_error(e));
+    }
+    Ok(())
+}

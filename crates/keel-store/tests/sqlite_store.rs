@@ -1,0 +1,276 @@
+//! The store contract, run against the SQLite adapter. The PostgreSQL adapter will
+//! run these same checks.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use jiff::{civil::date, Timestamp};
+use keel_core::{
+    apikey::{ApiKey, Scopes},
+    counter::{CounterName, CounterValue},
+    greeter::Username,
+};
+use keel_store::{
+    sqlite::SqliteStore, AccountStore, AuditEvent, AuditStore, CounterStore, GreeterStore,
+    KeyStore, NewKey, PageRequest, StoreError, TenantId, TenantStore,
+};
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keel.db")).unwrap();
+    (dir, store)
+}
+
+fn counter(name: &str) -> CounterName {
+    CounterName::parse(name).unwrap()
+}
+
+#[tokio::test]
+async fn counters_start_at_one_and_are_per_tenant() {
+    let (_dir, store) = open();
+    let a = store.create_tenant("a").await.unwrap().id;
+    let b = store.create_tenant("b").await.unwrap().id;
+    let c = counter("default");
+    assert_eq!(store.current(&a, &c).await.unwrap(), 0);
+    assert_eq!(store.next(&a, &c).await.unwrap(), 1);
+    assert_eq!(store.next(&a, &c).await.unwrap(), 2);
+    assert_eq!(store.next(&b, &c).await.unwrap(), 1);
+    assert_eq!(store.current(&a, &c).await.unwrap(), 2);
+    store
+        .set_current(&a, &c, CounterValue::new(41).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.next(&a, &c).await.unwrap(), 42);
+    assert_eq!(store.next(&a, &counter("other")).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_counter_at_the_maximum_is_exhausted_not_wrapped() {
+    let (_dir, store) = open();
+    let t = TenantId::default_tenant();
+    let c = counter("edge");
+    store
+        .set_current(&t, &c, CounterValue::new(i64::MAX - 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.next(&t, &c).await.unwrap(), i64::MAX);
+    assert!(matches!(
+        store.next(&t, &c).await,
+        Err(StoreError::CounterExhausted)
+    ));
+    assert_eq!(store.current(&t, &c).await.unwrap(), i64::MAX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_increments_are_distinct_contiguous_and_share_commits() {
+    let (_dir, store) = open();
+    let store = Arc::new(store);
+    let t = TenantId::default_tenant();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (store, t) = (store.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..50 {
+                got.push(store.next(&t, &counter("c")).await.unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a value was handed out twice");
+    assert_eq!(distinct, (1..=3200).collect());
+    let stats = store.commit_stats();
+    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        commits < 3200,
+        "64 concurrent writers should share commits, got {commits} commits"
+    );
+}
+
+#[tokio::test]
+async fn writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let t = TenantId::default_tenant();
+        for _ in 0..5 {
+            store.next(&t, &counter("c")).await.unwrap();
+        }
+        let user = Username::parse("Ana").unwrap();
+        store
+            .save_birthday(&t, &user, date(1990, 2, 3))
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let t = TenantId::default_tenant();
+    assert_eq!(store.current(&t, &counter("c")).await.unwrap(), 5);
+    let user = Username::parse("Ana").unwrap();
+    assert_eq!(
+        store.birthday(&t, &user).await.unwrap(),
+        Some(date(1990, 2, 3))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_job_does_not_undo_its_batch_neighbours() {
+    let (_dir, store) = open();
+    let key = ApiKey::generate();
+    store
+        .register_account("ana@example.com", "hash", key.prefix(), key.secret_hash())
+        .await
+        .unwrap();
+    let (tenant, name) = (TenantId::default_tenant(), counter("n"));
+    let (dup, ok) = tokio::join!(
+        store.register_account("ana@example.com", "hash", "dupdupdup", key.secret_hash()),
+        store.next(&tenant, &name),
+    );
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    assert_eq!(ok.unwrap(), 1);
+    assert_eq!(
+        store
+            .current(&TenantId::default_tenant(), &counter("n"))
+            .await
+            .unwrap(),
+        1
+    );
+    // The refused registration left no tenant behind.
+    let tenants = store
+        .list_tenants(PageRequest {
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tenants.items.len(), 2, "default + ana");
+}
+
+#[tokio::test]
+async fn keys_are_found_listed_and_revoked_within_their_tenant() {
+    let (_dir, store) = open();
+    let t = store.create_tenant("t").await.unwrap().id;
+    let other = store.create_tenant("o").await.unwrap().id;
+    let mut prefixes = Vec::new();
+    for _ in 0..3 {
+        let key = ApiKey::generate();
+        store
+            .create_key(NewKey {
+                tenant_id: t.clone(),
+                prefix: key.prefix().into(),
+                secret_hash: key.secret_hash(),
+                scopes: Scopes::parse_csv("read").unwrap(),
+            })
+            .await
+            .unwrap();
+        prefixes.push(key.prefix().to_owned());
+    }
+    let found = store.key_by_prefix(&prefixes[0]).await.unwrap().unwrap();
+    assert_eq!(found.tenant_id, t);
+    let first = store
+        .list_keys(
+            &t,
+            PageRequest {
+                limit: 2,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 2);
+    let second = store
+        .list_keys(
+            &t,
+            PageRequest {
+                limit: 2,
+                cursor: first.next_cursor.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert!(second.next_cursor.is_none());
+    assert!(!store
+        .revoke_key(&other, &prefixes[0], Timestamp::now())
+        .await
+        .unwrap());
+    assert!(store
+        .revoke_key(&t, &prefixes[0], Timestamp::now())
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_key(&t, &prefixes[0], Timestamp::now())
+        .await
+        .unwrap());
+    assert!(store
+        .key_by_prefix(&prefixes[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    store
+        .record_key_use(vec![(prefixes[1].clone(), Timestamp::now())])
+        .await
+        .unwrap();
+    assert!(store
+        .key_by_prefix(&prefixes[1])
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .is_some());
+    assert!(!store.has_operator_key().await.unwrap());
+}
+
+#[tokio::test]
+async fn audit_pages_newest_first_and_per_tenant() {
+    let (_dir, store) = open();
+    let t = store.create_tenant("t").await.unwrap().id;
+    let event = |route: &str, tenant: &TenantId| AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: Timestamp::now(),
+        tenant_id: Some(tenant.clone()),
+        key_prefix: None,
+        method: "POST".into(),
+        route: route.into(),
+        resource_id: None,
+        status: 200,
+        request_id: "r".into(),
+        source: None,
+    };
+    let events: Vec<_> = (0..5).map(|i| event(&format!("/r{i}"), &t)).collect();
+    store.append_audit(events).await.unwrap();
+    store
+        .append_audit(vec![event("/elsewhere", &TenantId::default_tenant())])
+        .await
+        .unwrap();
+    let page = store
+        .list_audit(
+            &t,
+            PageRequest {
+                limit: 3,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let routes: Vec<_> = page.items.iter().map(|e| e.route.as_str()).collect();
+    assert_eq!(routes, ["/r4", "/r3", "/r2"]);
+    let rest = store
+        .list_audit(
+            &t,
+            PageRequest {
+                limit: 3,
+                cursor: page.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    let routes: Vec<_> = rest.items.iter().map(|e| e.route.as_str()).collect();
+    assert_eq!(routes, ["/r1", "/r0"]);
+}
