@@ -1,1 +1,35 @@
+//! Keel's HTTP edge: routes, authentication, problem errors, audit, metrics and the
+//! OpenAPI document. Handlers stay thin — extract, parse into `keel-core` types, call
+//! the store through its traits, map to a response. See `ARCHITECTURE.md`.
 
+pub mod audit;
+pub mod auth;
+pub mod edge;
+pub mod extract;
+pub mod problem;
+mod rate_limit;
+pub mod routes;
+pub mod services;
+pub mod state;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr};
+
+pub use routes::{openapi_document, router};
+pub use state::{AppState, ServerConfig};
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish, and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -10,6 +10,8 @@
 pub mod sqlite;
 mod types;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use jiff::{civil::Date, Timestamp};
 use keel_core::{
@@ -121,4 +123,23 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// Which adapter this is, for logs and `keel config`.
     fn backend_name(&self) -> &'static str;
+    /// How writes are being committed, for `/metrics`.
+    fn write_stats(&self) -> std::sync::Arc<WriteStats>;
+}
+
+/// How well durable writes share their commits: `writes / commits` is the mean
+/// batch size; a rising ratio under load is group commit doing its job.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+impl WriteStats {
+    pub fn record_commit(&self, batch_size: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(batch_size, Ordering::Relaxed);
+        self.largest_batch.fetch_max(batch_size, Ordering::Relaxed);
+    }
 }

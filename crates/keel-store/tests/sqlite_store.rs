@@ -85,6 +85,10 @@ async fn concurrent_increments_are_distinct_contiguous_and_share_commits() {
     assert_eq!(distinct, (1..=3200).collect());
     let stats = store.commit_stats();
     let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        stats.writes.load(std::sync::atomic::Ordering::Relaxed),
+        3200
+    );
     assert!(
         commits < 3200,
         "64 concurrent writers should share commits, got {commits} commits"

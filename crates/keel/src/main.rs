@@ -1,1 +1,262 @@
-fn main() {}
+//! The `keel` binary: command line, configuration, wiring of adapters, start-up and
+//! shutdown. Everything else lives in the library crates; see ARCHITECTURE.md.
+
+mod config;
+mod logging;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keel_core::{
+    apikey::{ApiKey, Scopes},
+    clock::SystemClock,
+};
+use keel_server::{services, AppState, ServerConfig};
+use keel_store::{sqlite::SqliteStore, Store, TenantId};
+
+use crate::config::{Config, Overrides, StoreUrl};
+
+#[derive(Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "One binary for an event-driven backend"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Keel (every role by default) until SIGTERM or Ctrl-C.
+    Serve {
+        /// Address and port to listen on [env: KEEL_LISTEN] [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where embedded state lives [env: KEEL_DATA_DIR] [default: ./keel-data]
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Comma-separated: api, worker, prober [env: KEEL_ROLES] [default: all]
+        #[arg(long)]
+        roles: Option<String>,
+    },
+    /// Apply pending schema migrations and exit.
+    Migrate {
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
+    /// Print the effective configuration (secrets masked).
+    Config,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print it as JSON.
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key for a tenant and print it (the secret is shown only here).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: read, write, admin, operator.
+        #[arg(long, default_value = "read,write")]
+        scopes: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let overrides = match &cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            roles,
+        } => Overrides {
+            listen: listen.clone(),
+            data_dir: data_dir.clone(),
+            roles: roles.clone(),
+        },
+        Command::Migrate { data_dir } => Overrides {
+            data_dir: data_dir.clone(),
+            ..Default::default()
+        },
+        _ => Overrides::default(),
+    };
+    let config = Config::load(&overrides)?;
+    match cli.command {
+        Command::Config => {
+            print!("{}", config.describe());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", keel_server::openapi_document());
+            Ok(())
+        }
+        command => {
+            logging::init(&config.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run(command, config))
+        }
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store_url() {
+        StoreUrl::Sqlite(path) => {
+            let store =
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate { .. } => {
+            // Opening applies pending migrations.
+            let store = open_store(&config)?;
+            store.ping().await?;
+            println!("migrations applied ({} store)", store.backend_name());
+            Ok(())
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name },
+        } => {
+            let name = keel_server::routes::admin::parse_tenant_name(&name)
+                .map_err(|e| anyhow::anyhow!(e.detail))?;
+            let store = open_store(&config)?;
+            let tenant = store.create_tenant(&name).await?;
+            println!(
+                "{}",
+                serde_json::json!({"id": tenant.id.to_string(), "name": tenant.name})
+            );
+            Ok(())
+        }
+        Command::Key {
+            command: KeyCommand::Create { tenant, scopes },
+        } => {
+            let scopes = Scopes::parse_csv(&scopes).map_err(anyhow::Error::msg)?;
+            let store = open_store(&config)?;
+            let tenant = TenantId(tenant);
+            if store.tenant(&tenant).await?.is_none() {
+                anyhow::bail!("no tenant with id {tenant}");
+            }
+            let (key, stored) = services::issue_key(&*store, &tenant, scopes).await?;
+            println!(
+                "{}",
+                serde_json::json!({"api_key": key.reveal(), "prefix": stored.prefix, "tenant_id": tenant.to_string(), "scopes": stored.scopes.to_csv()})
+            );
+            Ok(())
+        }
+        Command::Config | Command::Openapi => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let configured_key = config.bootstrap_admin_key.expose().and_then(ApiKey::parse);
+    match services::bootstrap(&*store, configured_key.as_ref())
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        services::Bootstrap::Created(key) => {
+            println!(
+                "Bootstrap operator key (shown once, store it now): {}",
+                key.reveal()
+            );
+        }
+        services::Bootstrap::Installed => tracing::info!("installed KEEL_BOOTSTRAP_ADMIN_KEY"),
+        services::Bootstrap::AlreadyDone => {}
+    }
+    let server_config = ServerConfig {
+        time_zone: jiff::tz::TimeZone::get(&config.time_zone)?,
+        body_limit_bytes: config.body_limit_bytes,
+        rate_limit_per_second: config.rate_limit_per_second,
+        rate_limit_burst: config.rate_limit_burst,
+        metrics_public: config.metrics_public,
+        key_cache_ttl: config.key_cache_ttl(),
+    };
+    let state = AppState::new(store, Arc::new(SystemClock), server_config);
+    let roles = config.role_list();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = if roles.iter().any(|r| r == "api") {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        println!(
+            "Keel listening on http://{address} (data in {})",
+            config.data_dir.display()
+        );
+        let mut stop = stop_rx.clone();
+        let state = state.clone();
+        Some(tokio::spawn(async move {
+            keel_server::serve(listener, state, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }))
+    } else {
+        None
+    };
+    tracing::info!(roles = %config.roles, "keel started");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    state.start_draining();
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        let grace = Duration::from_secs(config.shutdown_grace_s);
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result??,
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within {grace:?}; exiting anyway")
+            }
+        }
+    }
+    state.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

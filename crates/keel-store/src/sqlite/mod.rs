@@ -43,7 +43,7 @@ impl SqliteStore {
         })
     }
 
-    pub fn commit_stats(&self) -> Arc<writer::CommitStats> {
+    pub fn commit_stats(&self) -> Arc<crate::WriteStats> {
         self.writer.stats.clone()
     }
 }

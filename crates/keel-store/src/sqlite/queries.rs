@@ -534,4 +534,8 @@ impl Store for SqliteStore {
     fn backend_name(&self) -> &'static str {
         "sqlite"
     }
+
+    fn write_stats(&self) -> std::sync::Arc<crate::WriteStats> {
+        self.commit_stats()
+    }
 }

@@ -8,19 +8,13 @@
 //! answered. Concurrent writers therefore share an fsync instead of queueing for one,
 //! and a batch grows by itself exactly when load rises.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    thread,
-};
+use std::{sync::Arc, thread};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::errors::map_sqlite_error;
-use crate::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult, WriteStats};
 
 /// Enough to amortise an fsync over thousands of small writes while bounding how
 /// long the first job in a batch waits for the last.
@@ -65,24 +59,16 @@ where
     }
 }
 
-/// Counts that describe how well commits are being shared.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    pub commits: AtomicU64,
-    pub jobs: AtomicU64,
-    pub largest_batch: AtomicU64,
-}
-
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
-    pub stats: Arc<CommitStats>,
+    pub stats: Arc<WriteStats>,
 }
 
 impl Writer {
     pub fn start(conn: Connection) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let stats = Arc::new(CommitStats::default());
+        let stats = Arc::new(WriteStats::default());
         let thread_stats = stats.clone();
         thread::Builder::new()
             .name("keel-sqlite-writer".into())
@@ -114,7 +100,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, stats: &CommitStats) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriteStats) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // Ends when every sender is gone: the store was dropped and queued jobs all ran.
     while let Some(first) = rx.blocking_recv() {
@@ -130,9 +116,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, stats: &CommitSta
         for job in batch.drain(..) {
             job.complete(outcome.as_ref().map(|_| ()).map_err(StoreError::clone));
         }
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.jobs.fetch_add(size, Ordering::Relaxed);
-        stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+        stats.record_commit(size);
     }
 }
 

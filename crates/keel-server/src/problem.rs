@@ -1,0 +1,197 @@
+//! The one error type at the HTTP edge. Every failure a handler or extractor can
+//! meet becomes an [`ApiError`], and every `ApiError` renders as an RFC 9457 problem
+//! document (`application/problem+json`). Nothing a client sends can make a 5xx
+//! except a backend that is down (503) or a bug (500, logged with its cause).
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use keel_core::FieldError;
+use keel_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// How long a client should wait before retrying when a backend is down.
+const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("rate limit exceeded")]
+    TooManyRequests { retry_after_s: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(error: FieldError) -> Self {
+        Self::Validation {
+            detail: error.detail.clone(),
+            errors: vec![error],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } | Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "validation",
+            Self::MalformedBody(_) => "malformed-body",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::TooManyRequests { .. } => "rate-limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "store unavailable");
+                Self::Unavailable("the store is unavailable; retry shortly".into())
+            }
+            StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::CounterExhausted => {
+                Self::Conflict("the counter is at 9223372036854775807 and cannot go higher".into())
+            }
+            StoreError::Internal(why) => Self::Internal(why),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request path; filled in by the edge middleware.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// JSON pointer (RFC 6901) into the request.
+    pub pointer: String,
+    pub detail: String,
+}
+
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: String,
+    errors: Vec<ProblemField>,
+) -> Response {
+    let problem = Problem {
+        kind: format!("urn:keel:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        instance: None,
+        errors,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(why) = &self {
+            tracing::error!(error = %why, "internal error");
+        }
+        let slug = self.slug();
+        let (detail, errors, retry_after) = match self {
+            Self::Validation { detail, errors } => (
+                detail,
+                errors
+                    .into_iter()
+                    .map(|e| ProblemField {
+                        pointer: e.pointer,
+                        detail: e.detail,
+                    })
+                    .collect(),
+                None,
+            ),
+            Self::TooManyRequests { retry_after_s } => (
+                "rate limit exceeded for this key; retry after the given seconds".into(),
+                vec![],
+                Some(retry_after_s),
+            ),
+            Self::Unavailable(detail) => (detail, vec![], Some(UNAVAILABLE_RETRY_AFTER_S)),
+            Self::Internal(_) => ("an internal error occurred".into(), vec![], None),
+            other => (other.to_string(), vec![], None),
+        };
+        let mut response = problem_response(status, slug, detail, errors);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,122 @@
+//! Every route, assembled with its OpenAPI description: each handler carries a
+//! `#[utoipa::path]` beside it, and `OpenApiRouter` collects both the axum routes and
+//! the document from the same list, so the document cannot drift from the code.
+
+pub mod accounts;
+pub mod admin;
+pub mod counters;
+pub mod hello;
+pub mod me;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{DefaultBodyLimit, Extension},
+    http::{header, HeaderValue},
+    middleware::from_fn_with_state,
+    response::{IntoResponse, Response},
+    Router,
+};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    OpenApi,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    edge,
+    problem::{ApiError, Problem, ProblemField},
+    state::AppState,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keel", description = "One binary for an event-driven backend: APIs, bus, storage, telemetry and uptime."),
+    modifiers(&BearerKeys),
+    components(schemas(Problem, ProblemField))
+)]
+struct ApiDoc;
+
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("keel_<prefix>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, serialised once at start-up.
+#[derive(Clone)]
+struct OpenApiJson(Arc<String>);
+
+/// This document: every route Keel serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
+    let mut response = doc.0.as_str().to_owned().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(hello::put_hello, hello::get_hello))
+        .routes(routes!(counters::get_next, counters::post_next))
+        .routes(routes!(counters::get_current, counters::put_current))
+        .routes(routes!(counters::get_named_next, counters::post_named_next))
+        .routes(routes!(
+            counters::get_named_current,
+            counters::put_named_current
+        ))
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::create_key, accounts::list_keys))
+        .routes(routes!(accounts::revoke_key))
+        .routes(routes!(me::me))
+        .routes(routes!(me::audit))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::create_key))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::stats_overview))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document as JSON (also served at `/openapi.json`).
+pub fn openapi_document() -> String {
+    let (_, doc) = api().split_for_parts();
+    doc.to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api().split_for_parts();
+    let doc = OpenApiJson(Arc::new(
+        doc.to_json().expect("the OpenAPI document serialises"),
+    ));
+    routes
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(from_fn_with_state(state.clone(), edge::access))
+        .layer(from_fn_with_state(state.clone(), edge::observe))
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(Extension(doc))
+        .with_state(state)
+}

@@ -1,0 +1,106 @@
+//! What every handler shares: the store, the clock, the configuration and the
+//! edge services (authentication, audit, telemetry, lifecycle).
+
+use std::{
+    ops::Deref,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use jiff::tz::TimeZone;
+use keel_core::clock::Clock;
+use keel_store::Store;
+
+use crate::{audit::AuditSink, auth::Authenticator, telemetry::Telemetry};
+
+/// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// "Today" for the greeter is the date in this zone (SPEC §2).
+    pub time_zone: TimeZone,
+    /// Largest JSON request body accepted; larger → 413.
+    pub body_limit_bytes: usize,
+    /// Token bucket per key: sustained requests per second and burst size.
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+    /// `GET /metrics` without a key (otherwise it needs an `operator` key).
+    pub metrics_public: bool,
+    /// How long a verified key is trusted before it is read again; bounds how long
+    /// a revocation on another replica takes to bite.
+    pub key_cache_ttl: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: TimeZone::UTC,
+            body_limit_bytes: 1024 * 1024,
+            rate_limit_per_second: 1000.0,
+            rate_limit_burst: 2000.0,
+            metrics_public: true,
+            key_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: ServerConfig,
+    pub auth: Authenticator,
+    pub audit: AuditSink,
+    pub telemetry: Telemetry,
+    draining: AtomicBool,
+}
+
+/// Cheap to clone; handed to every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state and starts its background flushers (audit, key use) on the
+    /// current tokio runtime.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let auth = Authenticator::new(store.clone(), clock.clone(), &config);
+        let audit = AuditSink::start(store.clone());
+        let telemetry = Telemetry::new(store.write_stats(), clock.clone());
+        let state = Self(Arc::new(Inner {
+            store,
+            clock,
+            config,
+            auth,
+            audit,
+            telemetry,
+            draining: AtomicBool::new(false),
+        }));
+        state.auth.start_use_flusher();
+        state
+    }
+
+    /// From now on `/readyz` answers 503 so load balancers stop sending traffic.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Writes out what is buffered (audit events, key last-use times); call after the
+    /// server has stopped taking requests and before exit.
+    pub async fn flush(&self) {
+        self.audit.flush().await;
+        self.auth.flush_uses().await;
+    }
+}

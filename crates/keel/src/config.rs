@@ -1,0 +1,390 @@
+//! Layered configuration: built-in defaults, then `keel.toml`, then `KEEL_*`
+//! environment variables, then command-line flags — each later layer wins. Every
+//! option, its default and its variable are listed in [`Config::describe`] and in
+//! README.md.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use keel_core::apikey::ApiKey;
+use serde::Deserialize;
+
+/// A value that never prints in full.
+#[derive(Clone, Default)]
+pub struct Secret(Option<String>);
+
+impl Secret {
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl Secret {
+    fn masked(&self) -> String {
+        match &self.0 {
+            None => "(unset)".into(),
+            Some(v) => match ApiKey::parse(v) {
+                Some(key) => format!("keel_{}_********", key.prefix()),
+                None => "********".into(),
+            },
+        }
+    }
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        if let Some(path) = raw.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!(
+                    "store {raw:?}: sqlite:// needs a file path, e.g. sqlite://keel-data/keel.db"
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            bail!(
+                "store {raw:?}: the PostgreSQL adapter is not in this build yet; use sqlite://PATH"
+            );
+        }
+        bail!("store {raw:?}: expected sqlite://PATH")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub store: String,
+    pub bus: String,
+    pub cache: String,
+    pub objects: String,
+    pub roles: String,
+    pub bootstrap_admin_key: Secret,
+    pub time_zone: String,
+    pub body_limit_bytes: usize,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+    pub metrics_public: bool,
+    pub key_cache_ttl_s: u64,
+    pub log_format: String,
+    pub shutdown_grace_s: u64,
+}
+
+/// `keel.toml`: every key optional, same names as [`Config`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    bus: Option<String>,
+    cache: Option<String>,
+    objects: Option<String>,
+    roles: Option<String>,
+    bootstrap_admin_key: Option<String>,
+    time_zone: Option<String>,
+    body_limit_bytes: Option<usize>,
+    rate_limit_per_second: Option<f64>,
+    rate_limit_burst: Option<f64>,
+    metrics_public: Option<bool>,
+    key_cache_ttl_s: Option<u64>,
+    log_format: Option<String>,
+    shutdown_grace_s: Option<u64>,
+}
+
+/// Command-line overrides (only what `serve` takes as flags).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub roles: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults ← `keel.toml` (from `KEEL_CONFIG`, else `./keel.toml` if it
+    /// exists) ← `KEEL_*` ← `overrides`.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("KEEL_"))
+            .collect();
+        let file = match env.get("KEEL_CONFIG") {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?)
+            }
+            None => std::fs::read_to_string("keel.toml").ok(),
+        };
+        Self::from_layers(file.as_deref(), &env, overrides)
+    }
+
+    pub fn from_layers(
+        file: Option<&str>,
+        env: &BTreeMap<String, String>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let file: FileConfig = match file {
+            Some(text) => toml::from_str(text).context("keel.toml")?,
+            None => FileConfig::default(),
+        };
+        let var = |name: &str| env.get(name).cloned();
+        fn parsed<T: std::str::FromStr>(
+            name: &str,
+            raw: Option<String>,
+        ) -> anyhow::Result<Option<T>>
+        where
+            T::Err: fmt::Display,
+        {
+            raw.map(|v| {
+                v.parse::<T>()
+                    .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"))
+            })
+            .transpose()
+        }
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(var("KEEL_DATA_DIR").map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("keel-data"));
+        let store = var("KEEL_STORE")
+            .or(file.store)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keel.db").display()));
+        let objects = var("KEEL_OBJECTS")
+            .or(file.objects)
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+        let config = Self {
+            listen: overrides
+                .listen
+                .clone()
+                .or(var("KEEL_LISTEN"))
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir,
+            store,
+            bus: var("KEEL_BUS")
+                .or(file.bus)
+                .unwrap_or_else(|| "embedded".into()),
+            cache: var("KEEL_CACHE")
+                .or(file.cache)
+                .unwrap_or_else(|| "memory".into()),
+            objects,
+            roles: overrides
+                .roles
+                .clone()
+                .or(var("KEEL_ROLES"))
+                .or(file.roles)
+                .unwrap_or_else(|| "api,worker,prober".into()),
+            bootstrap_admin_key: Secret(
+                var("KEEL_BOOTSTRAP_ADMIN_KEY").or(file.bootstrap_admin_key),
+            ),
+            time_zone: var("KEEL_TIME_ZONE")
+                .or(file.time_zone)
+                .unwrap_or_else(|| "UTC".into()),
+            body_limit_bytes: parsed("KEEL_BODY_LIMIT_BYTES", var("KEEL_BODY_LIMIT_BYTES"))?
+                .or(file.body_limit_bytes)
+                .unwrap_or(1024 * 1024),
+            rate_limit_per_second: parsed(
+                "KEEL_RATE_LIMIT_PER_SECOND",
+                var("KEEL_RATE_LIMIT_PER_SECOND"),
+            )?
+            .or(file.rate_limit_per_second)
+            .unwrap_or(1000.0),
+            rate_limit_burst: parsed("KEEL_RATE_LIMIT_BURST", var("KEEL_RATE_LIMIT_BURST"))?
+                .or(file.rate_limit_burst)
+                .unwrap_or(2000.0),
+            metrics_public: parsed("KEEL_METRICS_PUBLIC", var("KEEL_METRICS_PUBLIC"))?
+                .or(file.metrics_public)
+                .unwrap_or(true),
+            key_cache_ttl_s: parsed("KEEL_KEY_CACHE_TTL_S", var("KEEL_KEY_CACHE_TTL_S"))?
+                .or(file.key_cache_ttl_s)
+                .unwrap_or(5),
+            log_format: var("KEEL_LOG_FORMAT")
+                .or(file.log_format)
+                .unwrap_or_else(|| "auto".into()),
+            shutdown_grace_s: parsed("KEEL_SHUTDOWN_GRACE_S", var("KEEL_SHUTDOWN_GRACE_S"))?
+                .or(file.shutdown_grace_s)
+                .unwrap_or(30),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        StoreUrl::parse(&self.store)?;
+        if self.bus != "embedded" {
+            bail!("bus {:?}: only \"embedded\" is in this build", self.bus);
+        }
+        if self.cache != "memory" {
+            bail!("cache {:?}: only \"memory\" is in this build", self.cache);
+        }
+        if !self.objects.starts_with("file://") {
+            bail!(
+                "objects {:?}: only file://PATH is in this build",
+                self.objects
+            );
+        }
+        for role in self.role_list() {
+            if !matches!(role.as_str(), "api" | "worker" | "prober") {
+                bail!("roles: unknown role {role:?} (expected api, worker, prober)");
+            }
+        }
+        if let Some(raw) = self.bootstrap_admin_key.expose() {
+            if ApiKey::parse(raw).is_none() {
+                bail!("KEEL_BOOTSTRAP_ADMIN_KEY must look like keel_<prefix>_<secret> (lowercase letters and digits; prefix 4–32, secret 16–128)");
+            }
+        }
+        if !(self.rate_limit_per_second > 0.0 && self.rate_limit_burst >= 1.0) {
+            bail!("rate_limit_per_second must be > 0 and rate_limit_burst ≥ 1");
+        }
+        if self.body_limit_bytes == 0 {
+            bail!("body_limit_bytes must be > 0");
+        }
+        jiff::tz::TimeZone::get(&self.time_zone)
+            .with_context(|| format!("time_zone {:?}", self.time_zone))?;
+        if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
+            bail!(
+                "log_format {:?}: expected auto, json or pretty",
+                self.log_format
+            );
+        }
+        Ok(())
+    }
+
+    pub fn role_list(&self) -> Vec<String> {
+        self.roles
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+
+    pub fn store_url(&self) -> StoreUrl {
+        StoreUrl::parse(&self.store).expect("validated on load")
+    }
+
+    pub fn key_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.key_cache_ttl_s)
+    }
+
+    /// The effective configuration as `keel.toml` text, secrets masked, each line
+    /// annotated with the variable that sets it.
+    pub fn describe(&self) -> String {
+        let rows: Vec<(&str, String)> = vec![
+            ("listen", quote(&self.listen)),
+            ("data_dir", quote(&self.data_dir.display().to_string())),
+            ("store", quote(&self.store)),
+            ("bus", quote(&self.bus)),
+            ("cache", quote(&self.cache)),
+            ("objects", quote(&self.objects)),
+            ("roles", quote(&self.roles)),
+            (
+                "bootstrap_admin_key",
+                quote(&self.bootstrap_admin_key.masked()),
+            ),
+            ("time_zone", quote(&self.time_zone)),
+            ("body_limit_bytes", self.body_limit_bytes.to_string()),
+            (
+                "rate_limit_per_second",
+                format!("{:?}", self.rate_limit_per_second),
+            ),
+            ("rate_limit_burst", format!("{:?}", self.rate_limit_burst)),
+            ("metrics_public", self.metrics_public.to_string()),
+            ("key_cache_ttl_s", self.key_cache_ttl_s.to_string()),
+            ("log_format", quote(&self.log_format)),
+            ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
+        ];
+        rows.into_iter()
+            .map(|(k, v)| format!("{k} = {v}  # KEEL_{}\n", k.to_uppercase()))
+            .collect()
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_layers(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.store_url(), StoreUrl::Sqlite("keel-data/keel.db".into()));
+        assert_eq!(c.role_list(), ["api", "worker", "prober"]);
+    }
+
+    #[test]
+    fn environment_beats_file_and_flags_beat_environment() {
+        let file = "listen = \"0.0.0.0:1\"\ndata_dir = \"/srv/keel\"\nrate_limit_burst = 5.0\n";
+        let c = Config::from_layers(
+            Some(file),
+            &env(&[("KEEL_LISTEN", "127.0.0.1:2")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.store_url(), StoreUrl::Sqlite("/srv/keel/keel.db".into()));
+        assert_eq!(c.rate_limit_burst, 5.0);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let c = Config::from_layers(Some(file), &env(&[("KEEL_LISTEN", "127.0.0.1:2")]), &flags)
+            .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let key = "keel_abcdefgh_0123456789abcdef0123";
+        let c = Config::from_layers(
+            None,
+            &env(&[("KEEL_BOOTSTRAP_ADMIN_KEY", key)]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let shown = c.describe();
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("keel_abcdefgh_********"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        for (k, v) in [
+            ("KEEL_STORE", "mysql://x"),
+            ("KEEL_RATE_LIMIT_PER_SECOND", "fast"),
+            ("KEEL_BOOTSTRAP_ADMIN_KEY", "hunter2"),
+            ("KEEL_TIME_ZONE", "Mars/Olympus"),
+            ("KEEL_ROLES", "api,cook"),
+        ] {
+            let err =
+                Config::from_layers(None, &env(&[(k, v)]), &Overrides::default()).unwrap_err();
+            assert!(!format!("{err:#}").is_empty());
+        }
+        assert!(
+            Config::from_layers(Some("nonsense = 1"), &env(&[]), &Overrides::default()).is_err()
+        );
+    }
+}
