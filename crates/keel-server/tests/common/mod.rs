@@ -1,0 +1,124 @@
+//! `spawn_app()`: the real HTTP stack on port 0 over a fresh SQLite store in a
+//! temporary directory, with a clock the test controls.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::sync::Arc;
+
+use keel_core::clock::ManualClock;
+use keel_server::{services, AppState, ServerConfig};
+use keel_store::sqlite::SqliteStore;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    /// Has every scope on the default tenant.
+    pub operator_key: String,
+    pub state: AppState,
+    pub db_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServerConfig::default()).await
+}
+
+pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("keel.db");
+    let store = Arc::new(SqliteStore::open(&db_path).unwrap());
+    let operator_key = match services::bootstrap(&*store, None).await.unwrap() {
+        services::Bootstrap::Created(key) => key.reveal(),
+        other => panic!("a fresh store bootstraps a key, got {other:?}"),
+    };
+    let clock = Arc::new(ManualClock::new("2024-06-15T12:00:00Z".parse().unwrap()));
+    let state = AppState::new(store, clock.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let serving = state.clone();
+    tokio::spawn(async move {
+        keel_server::serve(listener, serving, std::future::pending())
+            .await
+            .unwrap();
+    });
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        operator_key,
+        state,
+        db_path,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post_json(&self, path: &str, body: Value) -> RequestBuilder {
+        self.request(Method::POST, path).json(&body)
+    }
+
+    pub fn put_json(&self, path: &str, body: Value) -> RequestBuilder {
+        self.request(Method::PUT, path).json(&body)
+    }
+
+    pub fn set_today(&self, rfc3339: &str) {
+        self.clock.set(rfc3339.parse().unwrap());
+    }
+
+    /// Registers an account and returns its key.
+    pub async fn register(&self, email: &str) -> String {
+        let response = self
+            .post_json(
+                "/v1/users",
+                serde_json::json!({"email": email, "password": "correct horse"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "registering {email}");
+        let body: Value = response.json().await.unwrap();
+        body["data"]["attributes"]["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// Asserts a problem document with `status`, returning it for further checks.
+pub async fn expect_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail", "instance"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+    body
+}
+
+pub trait Bearer {
+    fn key(self, key: &str) -> Self;
+}
+
+impl Bearer for RequestBuilder {
+    fn key(self, key: &str) -> Self {
+        self.bearer_auth(key)
+    }
+}
