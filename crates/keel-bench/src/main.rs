@@ -1,1 +1,213 @@
-fn main() {}
+//! `cargo run --release -p keel-bench` — SPEC §10's HTTP targets, each printed
+//! beside its baseline measured in the same run:
+//!
+//! * `GET /hello/{u}` throughput vs a bare axum handler returning the same JSON
+//!   (target ≥ 70%), and its p99 at half of Keel's measured maximum (≤ 5 ms);
+//! * `GET /v1/next` durable increments with 64 clients (≥ 20,000/s, no duplicates)
+//!   vs the bare handler counting in memory.
+//!
+//! Servers and load generator share this process and its two cores, as a load
+//! generator "on the same machine" must; each server runs alone while measured.
+
+mod load;
+mod servers;
+
+/// The same allocator the `keel` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::{collections::HashSet, time::Duration};
+
+use clap::Parser;
+use load::Target;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent connections for the throughput runs.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Where Keel's database goes (must be a real disk for fsync to mean anything).
+    #[arg(long, default_value = "target/bench-data")]
+    data_dir: std::path::PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    std::fs::create_dir_all(&args.data_dir)?;
+    println!(
+        "keel-bench: {} cores, {}s per run, {} connections, data in {}",
+        num_cores(),
+        args.seconds,
+        args.connections,
+        args.data_dir.display()
+    );
+
+    let keel = servers::start_keel(&args.data_dir).await?;
+    let client =
+        reqwest_free_put(keel.addr, "/hello/Ana", r#"{"dateOfBirth":"1990-01-01"}"#).await?;
+    anyhow::ensure!(client == 204, "seeding /hello/Ana answered {client}");
+    let today = jiff::Zoned::now().date();
+    let message = keel_core::greeter::greeting(
+        &keel_core::greeter::Username::parse("Ana").expect("valid"),
+        keel_core::greeter::DateOfBirth::from_stored(jiff::civil::date(1990, 1, 1)),
+        today,
+    );
+    let bare = servers::start_bare_axum(message).await?;
+
+    let keel_hello = Target {
+        addr: keel.addr,
+        path: "/hello/Ana".into(),
+        bearer: None,
+    };
+    let bare_hello = Target {
+        addr: bare,
+        path: "/hello/Ana".into(),
+        bearer: None,
+    };
+    warm_up(&keel_hello).await;
+    warm_up(&bare_hello).await;
+    let base = load::run(&bare_hello, args.connections, duration, None, false).await;
+    let ours = load::run(&keel_hello, args.connections, duration, None, false).await;
+    let ratio = ours.rate() / base.rate() * 100.0;
+    println!();
+    println!("GET /hello/{{u}}, {} connections", args.connections);
+    row("bare axum (baseline)", &base);
+    row("keel", &ours);
+    verdict(
+        &format!("keel/bare = {ratio:.1}%"),
+        ratio >= 70.0,
+        "target ≥ 70%",
+    );
+
+    let half = ours.rate() / 2.0;
+    let paced = load::run(&keel_hello, args.connections, duration, Some(half), false).await;
+    let paced_base = load::run(&bare_hello, args.connections, duration, Some(half), false).await;
+    println!();
+    println!("GET /hello/{{u}} paced at half of keel's maximum ({half:.0} req/s)");
+    row("bare axum (baseline)", &paced_base);
+    row("keel", &paced);
+    verdict(
+        &format!("keel p99 = {:.2} ms", paced.p_ms(0.99)),
+        paced.p_ms(0.99) <= 5.0,
+        "target ≤ 5 ms",
+    );
+
+    let keel_next = Target {
+        addr: keel.addr,
+        path: "/v1/next".into(),
+        bearer: Some(keel.operator_key.clone()),
+    };
+    let bare_next = Target {
+        addr: bare,
+        path: "/v1/next".into(),
+        bearer: None,
+    };
+    let commits_before = keel
+        .write_stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let writes_before = keel
+        .write_stats
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let next_base = load::run(&bare_next, 64, duration, None, false).await;
+    let next = load::run(&keel_next, 64, duration, None, true).await;
+    let commits = keel
+        .write_stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - commits_before;
+    let writes = keel
+        .write_stats
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - writes_before;
+    let duplicates = count_duplicates(&next.bodies);
+    println!();
+    println!("GET /v1/next, 64 connections");
+    row("bare axum, in-memory counter (baseline)", &next_base);
+    row("keel, durable (fsync per commit)", &next);
+    println!("    group commit: {commits} commits for {writes} writes (mean batch {:.1}, {:.0} fsyncs/s)", writes as f64 / commits.max(1) as f64, commits as f64 / next.elapsed.as_secs_f64());
+    verdict(
+        &format!(
+            "keel = {:.0} increments/s, {duplicates} duplicates",
+            next.rate()
+        ),
+        next.rate() >= 20_000.0 && duplicates == 0,
+        "target ≥ 20,000/s, 0 duplicates",
+    );
+    Ok(())
+}
+
+fn row(label: &str, o: &load::Outcome) {
+    println!(
+        "  {label:<42} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}{}",
+        o.rate(),
+        o.p_ms(0.5),
+        o.p_ms(0.99),
+        o.errors,
+        if o.late > 0 {
+            format!("   late sends {}", o.late)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn verdict(what: &str, met: bool, target: &str) {
+    println!(
+        "  => {what} ({target}): {}",
+        if met { "MET" } else { "MISSED" }
+    );
+}
+
+async fn warm_up(target: &Target) {
+    load::run(target, 8, Duration::from_millis(500), None, false).await;
+}
+
+fn count_duplicates(bodies: &[bytes::Bytes]) -> usize {
+    let mut seen = HashSet::with_capacity(bodies.len());
+    bodies
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter_map(|v| v["data"]["attributes"]["value"].as_i64())
+        .filter(|v| !seen.insert(*v))
+        .count()
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// One PUT with a JSON body over a raw hyper connection.
+async fn reqwest_free_put(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &'static str,
+) -> anyhow::Result<u16> {
+    use http_body_util::Full;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::put(path)
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))?;
+    Ok(sender.send_request(request).await?.status().as_u16())
+}

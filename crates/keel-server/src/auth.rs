@@ -30,7 +30,8 @@ use crate::{problem::ApiError, rate_limit::RateLimiter, state::ServerConfig};
 #[derive(Debug, Clone)]
 pub enum Caller {
     Anonymous,
-    Key(KeyContext),
+    /// Shared with the key cache: cloning a caller costs a reference count.
+    Key(Arc<KeyContext>),
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +65,7 @@ pub struct AuthFailure {
 
 struct CachedKey {
     key: StoredKey,
+    context: Arc<KeyContext>,
     fetched: Instant,
 }
 
@@ -121,7 +123,7 @@ impl Authenticator {
             key_prefix: Some(prefix.clone()),
             error,
         })?;
-        let Some(stored) = stored else {
+        let Some((stored, context)) = stored else {
             return Err(fail(None, Some(prefix), "unknown API key"));
         };
         if !stored.secret_hash.matches(&presented) {
@@ -145,31 +147,40 @@ impl Authenticator {
                 error: ApiError::TooManyRequests { retry_after_s },
             });
         }
-        self.uses.lock().insert(prefix.clone(), self.clock.now());
-        Ok(Caller::Key(KeyContext {
-            tenant_id: stored.tenant_id,
-            prefix,
-            scopes: stored.scopes,
-        }))
-    }
-
-    async fn lookup(&self, prefix: &str) -> Result<Option<StoredKey>, ApiError> {
-        if let Some(hit) = self.keys.lock().get(prefix) {
-            if hit.fetched.elapsed() < self.ttl {
-                return Ok(Some(hit.key.clone()));
+        let now = self.clock.now();
+        let mut uses = self.uses.lock();
+        match uses.get_mut(&prefix) {
+            Some(at) => *at = now,
+            None => {
+                uses.insert(prefix, now);
             }
         }
-        let found = self.store.key_by_prefix(prefix).await?;
-        if let Some(key) = &found {
-            self.keys.lock().insert(
-                prefix.to_owned(),
-                CachedKey {
-                    key: key.clone(),
-                    fetched: Instant::now(),
-                },
-            );
+        Ok(Caller::Key(context))
+    }
+
+    async fn lookup(&self, prefix: &str) -> Result<Option<(StoredKey, Arc<KeyContext>)>, ApiError> {
+        if let Some(hit) = self.keys.lock().get(prefix) {
+            if hit.fetched.elapsed() < self.ttl {
+                return Ok(Some((hit.key.clone(), hit.context.clone())));
+            }
         }
-        Ok(found)
+        let Some(key) = self.store.key_by_prefix(prefix).await? else {
+            return Ok(None);
+        };
+        let context = Arc::new(KeyContext {
+            tenant_id: key.tenant_id.clone(),
+            prefix: key.prefix.clone(),
+            scopes: key.scopes.clone(),
+        });
+        self.keys.lock().insert(
+            prefix.to_owned(),
+            CachedKey {
+                key: key.clone(),
+                context: context.clone(),
+                fetched: Instant::now(),
+            },
+        );
+        Ok(Some((key, context)))
     }
 
     /// Forgets a cached key, so a revocation takes effect on the next request.
@@ -223,7 +234,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 /// A handler argument that demands a key: anonymous callers get 401.
-pub struct Authed(pub KeyContext);
+pub struct Authed(pub Arc<KeyContext>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Authed {
     type Rejection = ApiError;

@@ -1,10 +1,7 @@
-//! Middleware every request passes through, outermost first:
-//!
-//! 1. [`observe`] — request id (taken or made), timing, metrics, one JSON log line,
-//!    and the guarantee that every error leaves as a problem document with
-//!    `instance` set.
-//! 2. [`access`] — establishes the [`Caller`] from the bearer key (401/429 here),
-//!    then records the audit event for mutating requests and auth failures.
+//! The middleware every request passes through, [`edge`]: request id (taken or
+//! made); the [`Caller`] from the bearer key (401/429 answered here); the handler;
+//! every error turned into a problem document with `instance` set; the audit event
+//! for mutating requests and authentication failures; metrics; one log line.
 
 use std::{net::SocketAddr, time::Instant};
 
@@ -15,12 +12,13 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use keel_store::{AuditEvent, TenantId};
+use keel_store::AuditEvent;
 
 use crate::{
     audit::AuditNote,
     auth::Caller,
     problem::{problem_response, PROBLEM_JSON},
+    request_log::RequestLine,
     state::AppState,
 };
 
@@ -30,10 +28,6 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The tenant a request acted for, handed back up for the request log.
-#[derive(Debug, Clone)]
-struct LoggedTenant(TenantId);
-
 /// A client-supplied id is kept when it is short, visible ASCII; otherwise Keel
 /// makes one, so ids can always be logged and echoed safely.
 fn accept_request_id(value: &HeaderValue) -> Option<String> {
@@ -42,49 +36,108 @@ fn accept_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The one middleware every request passes through (one layer rather than two
+/// keeps per-request work and allocations down on the hottest path).
+pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
         .get(REQUEST_ID)
         .and_then(accept_request_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let path = req.uri().path().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let mutating = is_mutating(&method, route_str);
 
-    let mut response = next.run(req).await;
+    // Authentication: 401 and 429 are answered here, before any handler runs.
+    let (caller, mut response) = match state.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            // Cloning a Uri shares its bytes; the path is only read on errors.
+            let uri = req.uri().clone();
+            req.extensions_mut().insert(RequestId(request_id.clone()));
+            req.extensions_mut().insert(caller.clone());
+            let source = source_of(&req);
+            let response = next.run(req).await;
+            (
+                Ok((caller, source)),
+                finish_errors(response, uri.path()).await,
+            )
+        }
+        Err(failure) => {
+            let path = req.uri().path().to_owned();
+            let source = source_of(&req);
+            let response = finish_errors(failure.error.into_response(), &path).await;
+            (
+                Err((failure.tenant_id, failure.key_prefix, source)),
+                response,
+            )
+        }
+    };
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
-        response = as_problem(response, &path).await;
+
+    // Audit: mutating requests and authentication failures.
+    let note = response
+        .extensions_mut()
+        .remove::<AuditNote>()
+        .unwrap_or_default();
+    let (tenant, key_prefix, source) = match caller {
+        Ok((Caller::Key(key), source)) => (
+            Some(key.tenant_id.clone()),
+            Some(key.prefix.clone()),
+            source,
+        ),
+        Ok((Caller::Anonymous, source)) => (note.tenant_id, None, source),
+        Err(who) => who,
+    };
+    if mutating || status == StatusCode::UNAUTHORIZED {
+        state.audit.record(AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: state.clock.now(),
+            tenant_id: tenant.clone(),
+            key_prefix,
+            method: method.to_string(),
+            route: route_str.to_owned(),
+            resource_id: note.resource_id,
+            status: status.as_u16(),
+            request_id: request_id.clone(),
+            source,
+        });
     }
+
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-
     let micros = started.elapsed().as_micros() as u64;
-    let route = route.as_deref().unwrap_or("unmatched");
     state
         .telemetry
-        .observe(method.as_str(), route, status.as_u16(), micros);
-    let tenant = response
-        .extensions()
-        .get::<LoggedTenant>()
-        .map(|t| t.0.to_string());
-    tracing::info!(
-        target: "keel::request",
-        request_id = %request_id,
-        method = %method,
-        route,
-        status = status.as_u16(),
-        latency_ms = micros as f64 / 1000.0,
-        tenant = tenant.as_deref().unwrap_or("-"),
-    );
+        .observe(method.as_str(), route_str, status.as_u16(), micros);
+    state.request_log.record(&RequestLine {
+        at: state.clock.now(),
+        request_id: &request_id,
+        method: method.as_str(),
+        route: route_str,
+        status: status.as_u16(),
+        latency_micros: micros,
+        tenant: tenant.as_ref().map_or("-", |t| t.as_str()),
+    });
     response
+}
+
+fn source_of(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// Every error leaves as a problem document naming the request path.
+async fn finish_errors(response: Response, path: &str) -> Response {
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        as_problem(response, path).await
+    } else {
+        response
+    }
 }
 
 /// Makes sure an error response is a problem document naming the request path —
@@ -151,76 +204,4 @@ fn slug_for(status: StatusCode) -> &'static str {
 /// which increment a counter despite their method.
 fn is_mutating(method: &Method, route: &str) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || route.ends_with("/next")
-}
-
-pub async fn access(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let event = |tenant_id: Option<TenantId>,
-                 key_prefix: Option<String>,
-                 resource_id,
-                 status: StatusCode| AuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        at: state.clock.now(),
-        tenant_id,
-        key_prefix,
-        method: method.to_string(),
-        route: route.clone(),
-        resource_id,
-        status: status.as_u16(),
-        request_id: request_id.clone(),
-        source: source.clone(),
-    };
-
-    let caller = match state.auth.authenticate(req.headers()).await {
-        Ok(caller) => caller,
-        Err(failure) => {
-            let response = failure.error.into_response();
-            let is_auth_failure = response.status() == StatusCode::UNAUTHORIZED;
-            if is_auth_failure || is_mutating(&method, &route) {
-                state.audit.record(event(
-                    failure.tenant_id,
-                    failure.key_prefix,
-                    None,
-                    response.status(),
-                ));
-            }
-            return response;
-        }
-    };
-    req.extensions_mut().insert(caller.clone());
-    let mut response = next.run(req).await;
-
-    let note = response
-        .extensions_mut()
-        .remove::<AuditNote>()
-        .unwrap_or_default();
-    let (tenant, prefix) = match caller {
-        Caller::Key(key) => (Some(key.tenant_id), Some(key.prefix)),
-        Caller::Anonymous => (note.tenant_id, None),
-    };
-    if let Some(tenant) = &tenant {
-        response
-            .extensions_mut()
-            .insert(LoggedTenant(tenant.clone()));
-    }
-    if is_mutating(&method, &route) || response.status() == StatusCode::UNAUTHORIZED {
-        state
-            .audit
-            .record(event(tenant, prefix, note.resource_id, response.status()));
-    }
-    response
 }

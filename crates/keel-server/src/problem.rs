@@ -98,6 +98,9 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable("the store is unavailable; retry shortly".into())
             }
             StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::InvalidInput { field, why } => {
+                Self::field(FieldError::new(format!("/{field}"), why))
+            }
             StoreError::CounterExhausted => {
                 Self::Conflict("the counter is at 9223372036854775807 and cannot go higher".into())
             }

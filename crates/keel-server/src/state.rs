@@ -14,7 +14,7 @@ use jiff::tz::TimeZone;
 use keel_core::clock::Clock;
 use keel_store::Store;
 
-use crate::{audit::AuditSink, auth::Authenticator, telemetry::Telemetry};
+use crate::{audit::AuditSink, auth::Authenticator, request_log::RequestLog, telemetry::Telemetry};
 
 /// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
 #[derive(Debug, Clone)]
@@ -53,6 +53,7 @@ pub struct Inner {
     pub auth: Authenticator,
     pub audit: AuditSink,
     pub telemetry: Telemetry,
+    pub request_log: RequestLog,
     draining: AtomicBool,
 }
 
@@ -72,6 +73,16 @@ impl AppState {
     /// Builds the state and starts its background flushers (audit, key use) on the
     /// current tokio runtime.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        Self::with_request_log(store, clock, config, RequestLog::off())
+    }
+
+    /// As [`AppState::new`], logging one line per request to `request_log`.
+    pub fn with_request_log(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        request_log: RequestLog,
+    ) -> Self {
         let auth = Authenticator::new(store.clone(), clock.clone(), &config);
         let audit = AuditSink::start(store.clone());
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
@@ -82,6 +93,7 @@ impl AppState {
             auth,
             audit,
             telemetry,
+            request_log,
             draining: AtomicBool::new(false),
         }));
         state.auth.start_use_flusher();
@@ -102,5 +114,6 @@ impl AppState {
     pub async fn flush(&self) {
         self.audit.flush().await;
         self.auth.flush_uses().await;
+        self.request_log.flush();
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use keel_core::{clock::Clock, latency::LatencyHistogram};
 use keel_store::WriteStats;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::{
     collector::Collector,
     encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -46,7 +46,19 @@ pub struct Telemetry {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// method → route template → its instruments. Routes are templates, so this
+    /// stays small; caching the handles keeps the per-request path free of label
+    /// allocations.
+    routes: RwLock<HashMap<String, HashMap<String, Arc<RouteInstruments>>>>,
     pub stats: RequestStats,
+}
+
+struct RouteInstruments {
+    labels: RouteLabels,
+    latency: Histogram,
+    by_status: RwLock<HashMap<u16, Counter>>,
+    /// `METHOD /template`, the key of the per-minute statistics.
+    stats_key: String,
 }
 
 impl Telemetry {
@@ -71,27 +83,60 @@ impl Telemetry {
             registry,
             requests,
             latency,
+            routes: RwLock::new(HashMap::new()),
             stats: RequestStats::new(clock),
         }
     }
 
     /// Records one finished request. `route` is the matched route template.
     pub fn observe(&self, method: &str, route: &str, status: u16, micros: u64) {
-        self.requests
+        let route = self.instruments(method, route);
+        route.latency.observe(micros as f64 / 1e6);
+        self.status_counter(&route, status).inc();
+        self.stats.record(&route.stats_key, status, micros);
+    }
+
+    fn instruments(&self, method: &str, route: &str) -> Arc<RouteInstruments> {
+        if let Some(found) = self.routes.read().get(method).and_then(|m| m.get(route)) {
+            return found.clone();
+        }
+        let labels = RouteLabels {
+            route: route.to_owned(),
+            method: method.to_owned(),
+        };
+        let created = Arc::new(RouteInstruments {
+            latency: self.latency.get_or_create(&labels).clone(),
+            labels,
+            by_status: RwLock::new(HashMap::new()),
+            stats_key: format!("{method} {route}"),
+        });
+        self.routes
+            .write()
+            .entry(method.to_owned())
+            .or_default()
+            .entry(route.to_owned())
+            .or_insert(created)
+            .clone()
+    }
+
+    fn status_counter(&self, route: &RouteInstruments, status: u16) -> Counter {
+        if let Some(counter) = route.by_status.read().get(&status) {
+            return counter.clone();
+        }
+        let counter = self
+            .requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
+                route: route.labels.route.clone(),
+                method: route.labels.method.clone(),
                 status: status.to_string(),
             })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-            })
-            .observe(micros as f64 / 1e6);
-        self.stats
-            .record(&format!("{method} {route}"), status, micros);
+            .clone();
+        route
+            .by_status
+            .write()
+            .entry(status)
+            .or_insert(counter)
+            .clone()
     }
 
     /// The Prometheus exposition (OpenMetrics text).

@@ -342,6 +342,15 @@ async fn the_audit_trail_records_mutations_and_auth_failures() {
     assert!(next["at"].is_string());
     // Newest first.
     assert_eq!(events[0]["status"], 401);
+    expect_problem(
+        app.get("/v1/audit?cursor=nonsense")
+            .key(&key)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
 
     // Another tenant's trail does not include any of it; non-admins cannot read it.
     let other = app.register("other@example.com").await;

@@ -31,6 +31,10 @@ pub enum StoreError {
     /// A uniqueness rule refused the write (e.g. an email already registered).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A value the caller passed through from a client is unusable (e.g. a
+    /// pagination cursor that this store never issued). Callers answer 400.
+    #[error("invalid {field}: {why}")]
+    InvalidInput { field: &'static str, why: String },
     /// The counter is at 2^63−1 and cannot hand out another value.
     #[error("counter exhausted")]
     CounterExhausted,

@@ -277,4 +277,20 @@ async fn audit_pages_newest_first_and_per_tenant() {
         .unwrap();
     let routes: Vec<_> = rest.items.iter().map(|e| e.route.as_str()).collect();
     assert_eq!(routes, ["/r1", "/r0"]);
+    let bad = store
+        .list_audit(
+            &t,
+            PageRequest {
+                limit: 3,
+                cursor: Some("nonsense".into()),
+            },
+        )
+        .await;
+    assert!(matches!(
+        bad,
+        Err(StoreError::InvalidInput {
+            field: "cursor",
+            ..
+        })
+    ));
 }

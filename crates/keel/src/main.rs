@@ -17,6 +17,11 @@ use keel_store::{sqlite::SqliteStore, Store, TenantId};
 
 use crate::config::{Config, Overrides, StoreUrl};
 
+/// mimalloc: Keel's request path allocates many small, short-lived objects across
+/// threads, which glibc's allocator serves measurably slower.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keel",
@@ -173,6 +178,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let store = open_store(&config)?;
     let configured_key = config.bootstrap_admin_key.expose().and_then(ApiKey::parse);
     match services::bootstrap(&*store, configured_key.as_ref())
@@ -196,7 +202,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics_public: config.metrics_public,
         key_cache_ttl: config.key_cache_ttl(),
     };
-    let state = AppState::new(store, Arc::new(SystemClock), server_config);
+    let request_log = logging::request_log(&config.log_format);
+    let state =
+        AppState::with_request_log(store, Arc::new(SystemClock), server_config, request_log);
     let roles = config.role_list();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -222,7 +230,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(roles = %config.roles, "keel started");
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     state.start_draining();
     let _ = stop_tx.send(true);
@@ -240,23 +248,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when it is first awaited, so a signal that arrives during start-up is
+/// already a graceful shutdown rather than the default instant death.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
+    })
 }

@@ -238,7 +238,7 @@ pub async fn create_key(
                     "a tenant admin cannot grant the operator scope".into(),
                 ));
             }
-            (key.tenant_id, scopes)
+            (key.tenant_id.clone(), scopes)
         }
         Caller::Anonymous => {
             let (email, password) = parse_credentials(body)?;

@@ -46,7 +46,7 @@ pub async fn me(State(state): State<AppState>, Authed(key): Authed) -> ApiResult
             name: tenant.name,
         },
         key: MeKey {
-            prefix: key.prefix,
+            prefix: key.prefix.clone(),
             scopes: key.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         },
     }))

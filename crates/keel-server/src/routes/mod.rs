@@ -114,8 +114,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
-        .layer(from_fn_with_state(state.clone(), edge::access))
-        .layer(from_fn_with_state(state.clone(), edge::observe))
+        .layer(from_fn_with_state(state.clone(), edge::edge))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .layer(Extension(doc))
         .with_state(state)

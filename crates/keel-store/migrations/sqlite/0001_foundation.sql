@@ -44,8 +44,11 @@ CREATE TABLE counters (
     PRIMARY KEY (tenant_id, name)
 ) STRICT, WITHOUT ROWID;
 
+-- Append-only and written on every mutating request, so it keeps one index only:
+-- the rowid orders events (and is the page cursor), the id is not indexed.
 CREATE TABLE audit_events (
-    id           TEXT PRIMARY KEY,
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL,
     at           INTEGER NOT NULL,
     tenant_id    TEXT,
     key_prefix   TEXT,
@@ -56,4 +59,4 @@ CREATE TABLE audit_events (
     request_id   TEXT NOT NULL,
     source       TEXT
 ) STRICT;
-CREATE INDEX audit_events_by_tenant ON audit_events (tenant_id, id);
+CREATE INDEX audit_events_by_tenant ON audit_events (tenant_id, seq);

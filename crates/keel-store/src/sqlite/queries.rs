@@ -472,18 +472,27 @@ impl AuditStore for SqliteStore {
         tenant: &TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<AuditEvent>> {
-        // UUIDv7 ids sort by time; "~" sorts after every id, so no cursor = newest.
-        let before = page.cursor.clone().unwrap_or_else(|| "~".into());
-        let rows: Vec<AuditRow> = self.readers.read(|conn| {
+        // The cursor is the last row's sequence number; no cursor = newest first.
+        let before = match &page.cursor {
+            None => i64::MAX,
+            Some(c) => c.parse::<i64>().map_err(|_| StoreError::InvalidInput {
+                field: "cursor",
+                why: "not a cursor this server issued".into(),
+            })?,
+        };
+        let rows: Vec<(i64, AuditRow)> = self.readers.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, at, tenant_id, key_prefix, method, route, resource_id, status, request_id, source
-                 FROM audit_events WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                "SELECT seq, id, at, tenant_id, key_prefix, method, route, resource_id, status, request_id, source
+                 FROM audit_events WHERE tenant_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
             let rows = stmt
                 .query_map(params![tenant.as_str(), before, page.limit + 1], |r| {
                     Ok((
-                        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?,
-                        r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?,
+                        r.get(0)?,
+                        (
+                            r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
+                            r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?,
+                        ),
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -493,33 +502,43 @@ impl AuditStore for SqliteStore {
             .into_iter()
             .map(
                 |(
-                    id,
-                    at,
-                    tenant,
-                    key_prefix,
-                    method,
-                    route,
-                    resource_id,
-                    status,
-                    request_id,
-                    source,
-                )| {
-                    Ok(AuditEvent {
+                    seq,
+                    (
                         id,
-                        at: from_micros(at)?,
-                        tenant_id: tenant.map(TenantId),
+                        at,
+                        tenant,
                         key_prefix,
                         method,
                         route,
                         resource_id,
-                        status: u16::try_from(status).unwrap_or(0),
+                        status,
                         request_id,
                         source,
-                    })
+                    ),
+                )| {
+                    Ok((
+                        seq,
+                        AuditEvent {
+                            id,
+                            at: from_micros(at)?,
+                            tenant_id: tenant.map(TenantId),
+                            key_prefix,
+                            method,
+                            route,
+                            resource_id,
+                            status: u16::try_from(status).unwrap_or(0),
+                            request_id,
+                            source,
+                        },
+                    ))
                 },
             )
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_overfetch(events, page.limit, |e| e.id.clone()))
+        let page = Page::from_overfetch(events, page.limit, |(seq, _)| seq.to_string());
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, e)| e).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }
 

@@ -1,0 +1,83 @@
+//! The two sides of every comparison: Keel as `keel serve` runs it (real store on
+//! disk, fsync, auth, audit, metrics, one JSON log line per request), and a bare axum
+//! handler returning the same JSON.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+};
+
+use axum::{routing::get, Json, Router};
+use keel_core::clock::SystemClock;
+use keel_server::{
+    request_log::{RequestLog, RequestLogFormat},
+    services, AppState, ServerConfig,
+};
+use keel_store::{sqlite::SqliteStore, Store, WriteStats};
+use serde_json::json;
+
+pub struct KeelUnderTest {
+    pub addr: SocketAddr,
+    pub operator_key: String,
+    pub write_stats: Arc<WriteStats>,
+}
+
+pub async fn start_keel(data_dir: &Path) -> anyhow::Result<KeelUnderTest> {
+    let store = Arc::new(SqliteStore::open(&data_dir.join("keel.db"))?);
+    let operator_key = match services::bootstrap(&*store, None)
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        services::Bootstrap::Created(key) => key.reveal(),
+        other => anyhow::bail!("expected a fresh store, got {other:?}"),
+    };
+    let write_stats = store.write_stats();
+    let config = ServerConfig {
+        // The benchmark drives one key far past the default 1,000 requests/s.
+        rate_limit_per_second: 1e9,
+        rate_limit_burst: 1e9,
+        ..ServerConfig::default()
+    };
+    // Keel logs one JSON line per request in production; so does it here (into a
+    // sink), so formatting them is part of what is measured.
+    let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));
+    let state = AppState::with_request_log(store, Arc::new(SystemClock), config, request_log);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(keel_server::serve(listener, state, std::future::pending()));
+    Ok(KeelUnderTest {
+        addr,
+        operator_key,
+        write_stats,
+    })
+}
+
+/// The baseline: axum alone, answering the same bodies from memory.
+pub async fn start_bare_axum(hello_message: String) -> anyhow::Result<SocketAddr> {
+    let counter = Arc::new(AtomicI64::new(0));
+    let app = Router::new()
+        .route(
+            "/hello/{username}",
+            get(move || {
+                let message = hello_message.clone();
+                async move { Json(json!({"message": message})) }
+            }),
+        )
+        .route(
+            "/v1/next",
+            get(move || {
+                let value = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                async move {
+                    Json(json!({"data": {"type": "integer", "id": value.to_string(), "attributes": {"value": value}}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
