@@ -24,10 +24,6 @@ use crate::{
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The request's id, for handlers and the audit trail.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// A client-supplied id is kept when it is short, visible ASCII; otherwise Keel
 /// makes one, so ids can always be logged and echoed safely.
 fn accept_request_id(value: &HeaderValue) -> Option<String> {
@@ -55,8 +51,10 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         Ok(caller) => {
             // Cloning a Uri shares its bytes; the path is only read on errors.
             let uri = req.uri().clone();
-            req.extensions_mut().insert(RequestId(request_id.clone()));
-            req.extensions_mut().insert(caller.clone());
+            // Handlers read an absent caller as anonymous; skip the insert then.
+            if let Caller::Key(_) = &caller {
+                req.extensions_mut().insert(caller.clone());
+            }
             let source = source_of(&req);
             let response = next.run(req).await;
             (
@@ -75,6 +73,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         }
     };
     let status = response.status();
+    let now = state.clock.now();
 
     // Audit: mutating requests and authentication failures.
     let note = response
@@ -93,7 +92,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     if mutating || status == StatusCode::UNAUTHORIZED {
         state.audit.record(AuditEvent {
             id: uuid::Uuid::now_v7().to_string(),
-            at: state.clock.now(),
+            at: now,
             tenant_id: tenant.clone(),
             key_prefix,
             method: method.to_string(),
@@ -101,19 +100,16 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
             resource_id: note.resource_id,
             status: status.as_u16(),
             request_id: request_id.clone(),
-            source,
+            source: source.map(|addr| addr.ip().to_string()),
         });
     }
 
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
     let micros = started.elapsed().as_micros() as u64;
     state
         .telemetry
-        .observe(method.as_str(), route_str, status.as_u16(), micros);
+        .observe(now, method.as_str(), route_str, status.as_u16(), micros);
     state.request_log.record(&RequestLine {
-        at: state.clock.now(),
+        at: now,
         request_id: &request_id,
         method: method.as_str(),
         route: route_str,
@@ -121,13 +117,18 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         latency_micros: micros,
         tenant: tenant.as_ref().map_or("-", |t| t.as_str()),
     });
+    // The id moves into the header without a copy (it is ASCII-checked on the way).
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(request_id)) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     response
 }
 
-fn source_of(req: &Request) -> Option<String> {
+/// The peer address; turned into text only when an audit event needs it.
+fn source_of(req: &Request) -> Option<SocketAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0)
 }
 
 /// Every error leaves as a problem document naming the request path.

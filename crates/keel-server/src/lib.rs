@@ -8,6 +8,7 @@ pub mod edge;
 pub mod extract;
 pub mod problem;
 mod rate_limit;
+pub mod read_cache;
 pub mod request_log;
 pub mod routes;
 pub mod services;

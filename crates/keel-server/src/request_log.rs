@@ -93,13 +93,13 @@ impl RequestLog {
         if self.format == RequestLogFormat::Off {
             return;
         }
-        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = String::with_capacity(192);
+        let mut text = String::with_capacity(224);
         match self.format {
             RequestLogFormat::Json => format_json(&mut text, line),
             RequestLogFormat::Pretty => format_pretty(&mut text, line),
             RequestLogFormat::Off => return,
         }
+        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
         buffer.extend_from_slice(text.as_bytes());
         if buffer.len() >= EAGER_FLUSH_BYTES {
             self.shared.full.notify_one();
@@ -158,6 +158,12 @@ fn format_pretty(out: &mut String, line: &RequestLine<'_>) {
 
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    // Ids, routes and tenants almost never need escaping: copy them whole.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

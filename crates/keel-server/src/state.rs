@@ -14,7 +14,10 @@ use jiff::tz::TimeZone;
 use keel_core::clock::Clock;
 use keel_store::Store;
 
-use crate::{audit::AuditSink, auth::Authenticator, request_log::RequestLog, telemetry::Telemetry};
+use crate::{
+    audit::AuditSink, auth::Authenticator, read_cache::ReadCache, request_log::RequestLog,
+    telemetry::Telemetry,
+};
 
 /// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
 #[derive(Debug, Clone)]
@@ -28,6 +31,9 @@ pub struct ServerConfig {
     pub rate_limit_burst: f64,
     /// `GET /metrics` without a key (otherwise it needs an `operator` key).
     pub metrics_public: bool,
+    /// How long a cached read may be served (0 disables caching); bounds how stale
+    /// a read can be after a write through another replica.
+    pub read_cache_ttl: Duration,
     /// How long a verified key is trusted before it is read again; bounds how long
     /// a revocation on another replica takes to bite.
     pub key_cache_ttl: Duration,
@@ -41,6 +47,7 @@ impl Default for ServerConfig {
             rate_limit_per_second: 1000.0,
             rate_limit_burst: 2000.0,
             metrics_public: true,
+            read_cache_ttl: Duration::from_secs(1),
             key_cache_ttl: Duration::from_secs(5),
         }
     }
@@ -54,6 +61,8 @@ pub struct Inner {
     pub audit: AuditSink,
     pub telemetry: Telemetry,
     pub request_log: RequestLog,
+    /// `"<tenant>/<username>"` → date of birth (or `None`: no such user).
+    pub greeter_cache: ReadCache<String, Option<jiff::civil::Date>>,
     draining: AtomicBool,
 }
 
@@ -86,6 +95,7 @@ impl AppState {
         let auth = Authenticator::new(store.clone(), clock.clone(), &config);
         let audit = AuditSink::start(store.clone());
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
+        let greeter_cache = ReadCache::new(config.read_cache_ttl, 100_000);
         let state = Self(Arc::new(Inner {
             store,
             clock,
@@ -94,6 +104,7 @@ impl AppState {
             audit,
             telemetry,
             request_log,
+            greeter_cache,
             draining: AtomicBool::new(false),
         }));
         state.auth.start_use_flusher();

@@ -88,12 +88,19 @@ impl Telemetry {
         }
     }
 
-    /// Records one finished request. `route` is the matched route template.
-    pub fn observe(&self, method: &str, route: &str, status: u16, micros: u64) {
+    /// Records one request that finished `at`. `route` is the matched template.
+    pub fn observe(
+        &self,
+        at: jiff::Timestamp,
+        method: &str,
+        route: &str,
+        status: u16,
+        micros: u64,
+    ) {
         let route = self.instruments(method, route);
         route.latency.observe(micros as f64 / 1e6);
         self.status_counter(&route, status).inc();
-        self.stats.record(&route.stats_key, status, micros);
+        self.stats.record_at(at, &route.stats_key, status, micros);
     }
 
     fn instruments(&self, method: &str, route: &str) -> Arc<RouteInstruments> {
@@ -229,8 +236,13 @@ impl RequestStats {
         self.clock.now().as_second().div_euclid(60)
     }
 
-    pub fn record(&self, route: &str, status: u16, micros: u64) {
-        let minute = self.current_minute();
+    #[cfg(test)]
+    fn record(&self, route: &str, status: u16, micros: u64) {
+        self.record_at(self.clock.now(), route, status, micros);
+    }
+
+    pub fn record_at(&self, at: jiff::Timestamp, route: &str, status: u16, micros: u64) {
+        let minute = at.as_second().div_euclid(60);
         let mut minutes = self.minutes.lock();
         if minutes.back().is_none_or(|m| m.start < minute) {
             minutes.push_back(Minute {

@@ -317,3 +317,37 @@ async fn today_is_the_configured_time_zones_date() {
         .unwrap();
     assert_eq!(got["message"], "Hello, Ana! Happy birthday!");
 }
+
+#[tokio::test]
+async fn cached_reads_never_hide_a_write() {
+    let app = spawn_app().await;
+    // A miss is cached too …
+    expect_problem(app.get("/hello/Cy").send().await.unwrap(), 404).await;
+    // … and a write through this process replaces it at once.
+    app.put_json("/hello/Cy", json!({"dateOfBirth": "1990-06-16"}))
+        .send()
+        .await
+        .unwrap();
+    let got: Value = app
+        .get("/hello/Cy")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["message"], "Hello, Cy! Your birthday is in 1 day(s)");
+    app.put_json("/hello/Cy", json!({"dateOfBirth": "1990-06-17"}))
+        .send()
+        .await
+        .unwrap();
+    let got: Value = app
+        .get("/hello/Cy")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["message"], "Hello, Cy! Your birthday is in 2 day(s)");
+}

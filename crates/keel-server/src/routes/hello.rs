@@ -81,11 +81,18 @@ pub async fn put_hello(
         .store
         .save_birthday(&tenant, &username, born.date())
         .await?;
+    state
+        .greeter_cache
+        .invalidate(&cache_key(&tenant, &username));
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .extensions_mut()
         .insert(AuditNote::tenant_resource(tenant, username.as_str()));
     Ok(response)
+}
+
+fn cache_key(tenant: &TenantId, username: &Username) -> String {
+    format!("{}/{}", tenant.as_str(), username.as_str())
 }
 
 fn date_of_birth_field(body: &serde_json::Value) -> Result<&str, FieldError> {
@@ -116,13 +123,18 @@ pub async fn get_hello(
 ) -> ApiResult<Json<HelloMessage>> {
     let tenant = tenant_for(&caller, Scope::Read)?;
     let username = Username::parse(&raw_username).map_err(ApiError::field)?;
-    let born = state
-        .store
-        .birthday(&tenant, &username)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no date of birth saved for {}", username.as_str()))
-        })?;
+    let key = cache_key(&tenant, &username);
+    let born = match state.greeter_cache.get(&key) {
+        Some(hit) => hit,
+        None => {
+            let stored = state.store.birthday(&tenant, &username).await?;
+            state.greeter_cache.insert(key, stored);
+            stored
+        }
+    };
+    let born = born.ok_or_else(|| {
+        ApiError::NotFound(format!("no date of birth saved for {}", username.as_str()))
+    })?;
     let today = state.clock.today(&state.config.time_zone);
     Ok(Json(HelloMessage {
         message: greeting(&username, DateOfBirth::from_stored(born), today),

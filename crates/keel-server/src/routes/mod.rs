@@ -9,10 +9,10 @@ pub mod hello;
 pub mod me;
 pub mod ops;
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 use axum::{
-    extract::{DefaultBodyLimit, Extension},
+    extract::DefaultBodyLimit,
     http::{header, HeaderValue},
     middleware::from_fn_with_state,
     response::{IntoResponse, Response},
@@ -56,15 +56,18 @@ impl utoipa::Modify for BearerKeys {
     }
 }
 
-/// The OpenAPI document, serialised once at start-up.
-#[derive(Clone)]
-struct OpenApiJson(Arc<String>);
+/// The OpenAPI document, serialised once, on first request.
+static OPENAPI_JSON: OnceLock<String> = OnceLock::new();
 
 /// This document: every route Keel serves.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
-    let mut response = doc.0.as_str().to_owned().into_response();
+async fn openapi_json() -> Response {
+    let doc = OPENAPI_JSON.get_or_init(|| {
+        let (_, doc) = api().split_for_parts();
+        doc.to_json().expect("the OpenAPI document serialises")
+    });
+    let mut response = doc.clone().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -105,10 +108,7 @@ pub fn openapi_document() -> String {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api().split_for_parts();
-    let doc = OpenApiJson(Arc::new(
-        doc.to_json().expect("the OpenAPI document serialises"),
-    ));
+    let (routes, _) = api().split_for_parts();
     routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(CatchPanicLayer::custom(|_| {
@@ -116,6 +116,5 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(from_fn_with_state(state.clone(), edge::edge))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
-        .layer(Extension(doc))
         .with_state(state)
 }
