@@ -78,6 +78,7 @@ pub struct Config {
     pub rate_limit_burst: f64,
     pub metrics_public: bool,
     pub key_cache_ttl_s: u64,
+    pub read_cache_ttl_ms: u64,
     pub log_format: String,
     pub shutdown_grace_s: u64,
 }
@@ -100,6 +101,7 @@ struct FileConfig {
     rate_limit_burst: Option<f64>,
     metrics_public: Option<bool>,
     key_cache_ttl_s: Option<u64>,
+    read_cache_ttl_ms: Option<u64>,
     log_format: Option<String>,
     shutdown_grace_s: Option<u64>,
 }
@@ -210,6 +212,9 @@ impl Config {
             key_cache_ttl_s: parsed("KEEL_KEY_CACHE_TTL_S", var("KEEL_KEY_CACHE_TTL_S"))?
                 .or(file.key_cache_ttl_s)
                 .unwrap_or(5),
+            read_cache_ttl_ms: parsed("KEEL_READ_CACHE_TTL_MS", var("KEEL_READ_CACHE_TTL_MS"))?
+                .or(file.read_cache_ttl_ms)
+                .unwrap_or(1000),
             log_format: var("KEEL_LOG_FORMAT")
                 .or(file.log_format)
                 .unwrap_or_else(|| "auto".into()),
@@ -302,6 +307,7 @@ impl Config {
             ("rate_limit_burst", format!("{:?}", self.rate_limit_burst)),
             ("metrics_public", self.metrics_public.to_string()),
             ("key_cache_ttl_s", self.key_cache_ttl_s.to_string()),
+            ("read_cache_ttl_ms", self.read_cache_ttl_ms.to_string()),
             ("log_format", quote(&self.log_format)),
             ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
         ];

@@ -201,6 +201,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         rate_limit_burst: config.rate_limit_burst,
         metrics_public: config.metrics_public,
         key_cache_ttl: config.key_cache_ttl(),
+        read_cache_ttl: Duration::from_millis(config.read_cache_ttl_ms),
     };
     let request_log = logging::request_log(&config.log_format);
     let state =
