@@ -34,6 +34,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn empty() -> Self {
+        Self {
+            requests: 0,
+            late: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency: LatencyHistogram::default(),
+            bodies: Vec::new(),
+        }
+    }
+
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -66,14 +77,7 @@ pub async fn run(
             connection(target, deadline, started + offset, interval, keep_bodies).await
         }));
     }
-    let mut total = Outcome {
-        requests: 0,
-        late: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: LatencyHistogram::default(),
-        bodies: Vec::new(),
-    };
+    let mut total = Outcome::empty();
     for task in tasks {
         let part = task.await.expect("load task");
         total.requests += part.requests;
@@ -93,14 +97,7 @@ async fn connection(
     interval: Option<Duration>,
     keep_bodies: bool,
 ) -> Outcome {
-    let mut out = Outcome {
-        requests: 0,
-        late: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: LatencyHistogram::default(),
-        bodies: Vec::new(),
-    };
+    let mut out = Outcome::empty();
     let stream = tokio::net::TcpStream::connect(target.addr)
         .await
         .expect("connect");

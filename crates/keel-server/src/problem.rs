@@ -50,9 +50,26 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn field(error: FieldError) -> Self {
-        Self::Validation {
-            detail: error.detail.clone(),
-            errors: vec![error],
+        Self::fields(vec![error])
+    }
+
+    /// Several fields wrong at once; the detail lists every reason.
+    pub fn fields(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| e.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Validation { detail, errors }
+    }
+
+    /// Both parsed values, or a 400 naming every field that failed.
+    pub fn both<A, B>(a: Result<A, FieldError>, b: Result<B, FieldError>) -> Result<(A, B), Self> {
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (a, b) => Err(Self::fields(
+                [a.err(), b.err()].into_iter().flatten().collect(),
+            )),
         }
     }
 

@@ -131,23 +131,7 @@ pub fn parse_scopes(raw: Option<Vec<String>>, default: Scopes) -> ApiResult<Scop
 
 fn parse_credentials(body: serde_json::Value) -> ApiResult<(Email, Password)> {
     let creds: Credentials = from_json(body)?;
-    match (Email::parse(&creds.email), Password::parse(&creds.password)) {
-        (Ok(email), Ok(password)) => Ok((email, password)),
-        (email, password) => {
-            let errors: Vec<FieldError> = [email.err(), password.err()]
-                .into_iter()
-                .flatten()
-                .collect();
-            Err(ApiError::Validation {
-                detail: errors
-                    .iter()
-                    .map(|e| e.detail.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                errors,
-            })
-        }
-    }
+    ApiError::both(Email::parse(&creds.email), Password::parse(&creds.password))
 }
 
 fn json_api(status: StatusCode, body: impl Serialize, note: AuditNote) -> Response {

@@ -63,20 +63,7 @@ pub async fn put_hello(
     let today = state.clock.today(&state.config.time_zone);
     let username = Username::parse(&raw_username);
     let born = date_of_birth_field(&body).and_then(|raw| DateOfBirth::parse(raw, today));
-    let (username, born) = match (username, born) {
-        (Ok(u), Ok(b)) => (u, b),
-        (u, b) => {
-            let errors: Vec<FieldError> = [u.err(), b.err()].into_iter().flatten().collect();
-            return Err(ApiError::Validation {
-                detail: errors
-                    .iter()
-                    .map(|e| e.detail.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                errors,
-            });
-        }
-    };
+    let (username, born) = ApiError::both(username, born)?;
     state
         .store
         .save_birthday(&tenant, &username, born.date())
