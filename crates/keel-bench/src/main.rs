@@ -6,11 +6,15 @@
 //! * `GET /v1/next` durable increments with 64 clients (≥ 20,000/s, no duplicates)
 //!   vs the bare handler counting in memory.
 //!
+//! * `keel serve` cold start to ready (≤ 100 ms) and idle RSS (≤ 30 MB), when the
+//!   release `keel` binary has been built.
+//!
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
 
 mod load;
 mod servers;
+mod startup;
 
 /// The same allocator the `keel` binary uses.
 #[global_allocator]
@@ -32,6 +36,10 @@ struct Args {
     /// Where Keel's database goes (must be a real disk for fsync to mean anything).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: std::path::PathBuf,
+    /// The `keel` binary whose start-up and idle memory are measured (skipped if
+    /// it does not exist; build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/keel")]
+    keel_binary: std::path::PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,10 +48,19 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(&args))?;
+    if args.keel_binary.exists() {
+        startup::run(&args.keel_binary, &args.data_dir)?;
+    } else {
+        println!(
+            "\n(start-up and idle RSS skipped: {} not built)",
+            args.keel_binary.display()
+        );
+    }
+    Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: &Args) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
     let _ = std::fs::remove_dir_all(&args.data_dir);
     std::fs::create_dir_all(&args.data_dir)?;
