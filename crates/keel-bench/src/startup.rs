@@ -83,8 +83,9 @@ pub fn run(binary: &Path, data_dir: &Path) -> anyhow::Result<()> {
     }
     let child = last.expect("ten starts");
     std::thread::sleep(Duration::from_secs(3));
-    let rss = rss_kib(child.id())?;
+    let rss = rss_kib(child.id());
     stop(child)?;
+    let rss = rss?;
     times.sort();
     let median = times[times.len() / 2];
     println!();
