@@ -10,6 +10,7 @@ pub mod apikey;
 pub mod clock;
 pub mod counter;
 pub mod field_error;
+pub mod filter;
 pub mod greeter;
 pub mod latency;
 
