@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod apikey;
+pub mod bus;
 pub mod clock;
 pub mod counter;
 pub mod field_error;

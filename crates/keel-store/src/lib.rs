@@ -7,6 +7,7 @@
 //!
 //! Every write an adapter acknowledges is durable (fsync'd) before the call returns.
 
+pub mod bus;
 pub mod sqlite;
 mod types;
 

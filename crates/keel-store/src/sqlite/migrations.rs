@@ -8,11 +8,18 @@ use rusqlite::Connection;
 use crate::StoreResult;
 
 /// (version, name, SQL). Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../../migrations/sqlite/0001_foundation.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "bus",
+        include_str!("../../migrations/sqlite/0002_bus.sql"),
+    ),
+];
 
 /// Applies every migration not yet applied; returns the versions it applied.
 pub fn migrate(conn: &mut Connection) -> StoreResult<Vec<i64>> {

@@ -4,6 +4,7 @@
 //! any caller is answered); reads through [`readers::Readers`]. The bus will ride the
 //! same write path, so a message and the rows it causes commit together.
 
+mod bus;
 mod errors;
 mod migrations;
 mod queries;
@@ -13,6 +14,7 @@ pub mod writer;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
+use keel_core::clock::{Clock, SystemClock};
 use rusqlite::Connection;
 
 use crate::{StoreError, StoreResult};
@@ -24,12 +26,22 @@ pub use migrations::{applied_migrations, migrate, MIGRATIONS};
 pub struct SqliteStore {
     writer: writer::Writer,
     readers: Arc<readers::Readers>,
+    clock: Arc<dyn Clock>,
+    /// Woken after every commit that may have made messages visible, so long polls
+    /// answer at once.
+    published: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending
     /// migrations, and starts the writer thread.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// As [`SqliteStore::open`], with the bus's notion of "now" (visibility
+    /// timeouts, dedup windows) taken from `clock`.
+    pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -40,7 +52,18 @@ impl SqliteStore {
         Ok(Self {
             writer: writer::Writer::start(conn),
             readers: Arc::new(readers::Readers::new(path.to_owned())),
+            clock,
+            published: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Resolves after the next publish or redrive commits (for long polls).
+    pub fn published(&self) -> Arc<tokio::sync::Notify> {
+        self.published.clone()
+    }
+
+    fn wake_receivers(&self) {
+        self.published.notify_waiters();
     }
 
     pub fn commit_stats(&self) -> Arc<crate::WriteStats> {

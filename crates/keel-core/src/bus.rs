@@ -1,0 +1,131 @@
+//! Names and settings of the event bus (SPEC §4), parsed once at the edge.
+
+use crate::FieldError;
+
+/// Topic and subscription names: 1–128 ASCII letters, digits, `_`, `-` or `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BusName(String);
+
+impl BusName {
+    pub fn parse(raw: &str, pointer: &str) -> Result<Self, FieldError> {
+        let ok = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new(
+                pointer,
+                "names are 1 to 128 letters, digits, '_', '-' or '.'",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a subscription redelivers: after `max_receives` deliveries a message goes to
+/// the dead-letter queue; a receive hides it for `visibility_timeout_s`; the n-th
+/// retry of a built-in target waits `retry_backoff_s[n]` (the last entry repeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    pub max_receives: u32,
+    pub visibility_timeout_s: u32,
+    pub retry_backoff_s: Vec<u32>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            max_receives: 5,
+            visibility_timeout_s: 30,
+            retry_backoff_s: vec![1, 5, 30],
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    pub const MAX_RECEIVES: u32 = 1000;
+    pub const MAX_VISIBILITY_S: u32 = 12 * 3600;
+
+    pub fn new(
+        max_receives: u32,
+        visibility_timeout_s: u32,
+        retry_backoff_s: Vec<u32>,
+    ) -> Result<Self, FieldError> {
+        if !(1..=Self::MAX_RECEIVES).contains(&max_receives) {
+            return Err(FieldError::new(
+                "/max_receives",
+                format!("max_receives must be 1 to {}", Self::MAX_RECEIVES),
+            ));
+        }
+        if !(1..=Self::MAX_VISIBILITY_S).contains(&visibility_timeout_s) {
+            return Err(FieldError::new(
+                "/visibility_timeout_s",
+                format!(
+                    "visibility_timeout_s must be 1 to {}",
+                    Self::MAX_VISIBILITY_S
+                ),
+            ));
+        }
+        if retry_backoff_s.len() > 32 || retry_backoff_s.iter().any(|s| *s > Self::MAX_VISIBILITY_S)
+        {
+            return Err(FieldError::new(
+                "/retry_backoff_s",
+                "retry_backoff_s is up to 32 delays of at most 12 h each",
+            ));
+        }
+        Ok(Self {
+            max_receives,
+            visibility_timeout_s,
+            retry_backoff_s,
+        })
+    }
+
+    /// The delay before the retry that follows delivery number `receive_count`.
+    pub fn backoff_after(&self, receive_count: u32) -> u32 {
+        let index = receive_count.saturating_sub(1) as usize;
+        self.retry_backoff_s
+            .get(index)
+            .or(self.retry_backoff_s.last())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(BusName::parse("orders.created-v2_x", "/t").is_ok());
+        for bad in ["", "a b", "a/b", "ü", &"a".repeat(129)] {
+            assert!(BusName::parse(bad, "/t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policies_and_backoff() {
+        let p = DeliveryPolicy::new(5, 30, vec![1, 5, 30]).unwrap();
+        assert_eq!(
+            [1, 2, 3, 4, 9].map(|n| p.backoff_after(n)),
+            [1, 5, 30, 30, 30]
+        );
+        assert_eq!(
+            DeliveryPolicy::new(5, 30, vec![]).unwrap().backoff_after(3),
+            0
+        );
+        assert_eq!(
+            DeliveryPolicy::new(0, 30, vec![]).unwrap_err().pointer,
+            "/max_receives"
+        );
+        assert_eq!(
+            DeliveryPolicy::new(5, 0, vec![]).unwrap_err().pointer,
+            "/visibility_timeout_s"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+-- The embedded event bus: topics, subscriptions, messages, and one queue entry per
+-- (subscription, matching message). Times are microseconds since the Unix epoch.
+
+CREATE TABLE topics (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE subscriptions (
+    tenant_id             TEXT NOT NULL,
+    topic                 TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    filter                TEXT,              -- the policy as given (JSON), NULL = all
+    filter_scope          TEXT NOT NULL,     -- 'attributes' | 'body'
+    target                TEXT NOT NULL,     -- JSON
+    max_receives          INTEGER NOT NULL,
+    visibility_timeout_s  INTEGER NOT NULL,
+    retry_backoff_s       TEXT NOT NULL,     -- JSON array
+    created_at            INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, topic, name),
+    FOREIGN KEY (tenant_id, topic) REFERENCES topics (tenant_id, name)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE messages (
+    seq           INTEGER PRIMARY KEY,
+    tenant_id     TEXT NOT NULL,
+    topic         TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    attributes    TEXT NOT NULL,
+    published_at  INTEGER NOT NULL
+) STRICT;
+
+-- Publish ids seen within the dedup window.
+CREATE TABLE message_dedup (
+    tenant_id   TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    dedup_id    TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, topic, dedup_id)
+) STRICT, WITHOUT ROWID;
+
+-- A subscription's queue. state 0 = queued (visible at visible_at), 1 = dead letter.
+CREATE TABLE deliveries (
+    seq            INTEGER PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    subscription   TEXT NOT NULL,
+    message_seq    INTEGER NOT NULL REFERENCES messages(seq),
+    state          INTEGER NOT NULL DEFAULT 0,
+    visible_at     INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    receipt        TEXT,
+    last_error     TEXT
+) STRICT;
+CREATE INDEX deliveries_ready ON deliveries (tenant_id, topic, subscription, state, visible_at, seq);
+CREATE UNIQUE INDEX deliveries_by_receipt ON deliveries (receipt) WHERE receipt IS NOT NULL;

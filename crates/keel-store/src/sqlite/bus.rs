@@ -1,0 +1,495 @@
+//! The embedded bus on SQLite: publishes, receives, acks and redrives are jobs on
+//! the group-commit writer, so a 202 for a publish means the message and its queue
+//! entries are fsync'd, and a burst of publishers shares commits.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use keel_core::{
+    bus::{BusName, DeliveryPolicy},
+    filter::FilterPolicy,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::{from_micros, SqliteStore};
+use crate::{
+    bus::{Bus, DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, Subscription},
+    StoreError, StoreResult, TenantId,
+};
+
+/// How long a publish id is remembered (SPEC §4: 5 minutes).
+const DEDUP_WINDOW_MICROS: i64 = 5 * 60 * 1_000_000;
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn json_text(value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("encoding JSON: {e}")))
+}
+
+fn json_value(text: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("stored JSON: {e}")))
+}
+
+fn json_map(text: &str) -> StoreResult<Map<String, Value>> {
+    match json_value(text)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(StoreError::Internal(
+            "stored attributes are not an object".into(),
+        )),
+    }
+}
+
+fn ensure_topic_row(conn: &Connection, tenant: &str, topic: &str, now: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO topics (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![tenant, topic, now])?;
+    Ok(())
+}
+
+/// The subscriptions of a topic with their parsed filters.
+fn routing(
+    conn: &Connection,
+    tenant: &str,
+    topic: &str,
+) -> StoreResult<Vec<(String, FilterScope, FilterPolicy)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, filter, filter_scope FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![tenant, topic], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(name, filter, scope)| {
+            let policy = match filter {
+                None => FilterPolicy::match_all(),
+                Some(text) => FilterPolicy::parse(&json_value(&text)?, "/filter")
+                    .map_err(|e| StoreError::Internal(format!("stored filter of {name}: {e}")))?,
+            };
+            let scope = if scope == "body" {
+                FilterScope::Body
+            } else {
+                FilterScope::Attributes
+            };
+            Ok((name, scope, policy))
+        })
+        .collect()
+}
+
+fn subscription_from_row(
+    topic: &BusName,
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<Subscription, StoreError>> {
+    let name: String = row.get(0)?;
+    let filter: Option<String> = row.get(1)?;
+    let scope: String = row.get(2)?;
+    let target: String = row.get(3)?;
+    let max_receives: u32 = row.get(4)?;
+    let visibility: u32 = row.get(5)?;
+    let backoff: String = row.get(6)?;
+    let created: i64 = row.get(7)?;
+    Ok((|| {
+        Ok(Subscription {
+            topic: topic.clone(),
+            name: BusName::parse(&name, "/name")
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+            filter: filter.as_deref().map(json_value).transpose()?,
+            filter_scope: if scope == "body" {
+                FilterScope::Body
+            } else {
+                FilterScope::Attributes
+            },
+            target: json_value(&target)?,
+            delivery: DeliveryPolicy {
+                max_receives,
+                visibility_timeout_s: visibility,
+                retry_backoff_s: serde_json::from_str(&backoff)
+                    .map_err(|e| StoreError::Internal(format!("stored backoff: {e}")))?,
+            },
+            created_at: from_micros(created)?,
+        })
+    })())
+}
+
+#[async_trait]
+impl Bus for SqliteStore {
+    async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {
+        let (tenant, topic, now) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            micros(self.clock.now()),
+        );
+        self.writer
+            .execute(move |conn| ensure_topic_row(conn, &tenant, &topic, now))
+            .await
+    }
+
+    async fn publish(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        messages: Vec<OutgoingMessage>,
+    ) -> StoreResult<Vec<String>> {
+        let (tenant, topic, now) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            micros(self.clock.now()),
+        );
+        let ids = self
+            .writer
+            .execute(move |conn| {
+                ensure_topic_row(conn, &tenant, &topic, now)?;
+                let routes = routing(conn, &tenant, &topic)?;
+                conn.prepare_cached("DELETE FROM message_dedup WHERE tenant_id = ?1 AND topic = ?2 AND expires_at <= ?3")?
+                    .execute(params![tenant, topic, now])?;
+                let mut ids = Vec::with_capacity(messages.len());
+                for message in messages {
+                    if let Some(dedup) = &message.dedup_id {
+                        let seen: Option<String> = conn
+                            .prepare_cached(
+                                "SELECT message_id FROM message_dedup WHERE tenant_id = ?1 AND topic = ?2 AND dedup_id = ?3",
+                            )?
+                            .query_row(params![tenant, topic, dedup], |r| r.get(0))
+                            .optional()?;
+                        if let Some(first) = seen {
+                            ids.push(first);
+                            continue;
+                        }
+                    }
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let attributes = Value::Object(message.attributes);
+                    conn.prepare_cached(
+                        "INSERT INTO messages (tenant_id, topic, id, body, attributes, published_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![tenant, topic, id, json_text(&message.body)?, json_text(&attributes)?, now])?;
+                    let seq = conn.last_insert_rowid();
+                    if let Some(dedup) = &message.dedup_id {
+                        conn.prepare_cached(
+                            "INSERT INTO message_dedup (tenant_id, topic, dedup_id, message_id, expires_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![tenant, topic, dedup, id, now + DEDUP_WINDOW_MICROS])?;
+                    }
+                    for (name, scope, policy) in &routes {
+                        let document = match scope {
+                            FilterScope::Attributes => &attributes,
+                            FilterScope::Body => &message.body,
+                        };
+                        if policy.matches(document) {
+                            conn.prepare_cached(
+                                "INSERT INTO deliveries (tenant_id, topic, subscription, message_seq, visible_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                            )?
+                            .execute(params![tenant, topic, name, seq, now])?;
+                        }
+                    }
+                    ids.push(id);
+                }
+                Ok(ids)
+            })
+            .await?;
+        self.wake_receivers();
+        Ok(ids)
+    }
+
+    async fn put_subscription(
+        &self,
+        tenant: &TenantId,
+        subscription: Subscription,
+    ) -> StoreResult<Subscription> {
+        let tenant = tenant.0.clone();
+        let now = self.clock.now();
+        let stored = Subscription {
+            created_at: now,
+            ..subscription
+        };
+        let row = stored.clone();
+        self.writer
+            .execute(move |conn| {
+                ensure_topic_row(conn, &tenant, row.topic.as_str(), micros(now))?;
+                conn.prepare_cached(
+                    "INSERT INTO subscriptions (tenant_id, topic, name, filter, filter_scope, target,
+                        max_receives, visibility_timeout_s, retry_backoff_s, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (tenant_id, topic, name) DO UPDATE SET
+                        filter = excluded.filter, filter_scope = excluded.filter_scope,
+                        target = excluded.target, max_receives = excluded.max_receives,
+                        visibility_timeout_s = excluded.visibility_timeout_s,
+                        retry_backoff_s = excluded.retry_backoff_s",
+                )?
+                .execute(params![
+                    tenant,
+                    row.topic.as_str(),
+                    row.name.as_str(),
+                    row.filter.as_ref().map(json_text).transpose()?,
+                    row.filter_scope.as_str(),
+                    json_text(&row.target)?,
+                    row.delivery.max_receives,
+                    row.delivery.visibility_timeout_s,
+                    json_text(&row.delivery.retry_backoff_s)?,
+                    micros(now)
+                ])?;
+                Ok(())
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    async fn subscription(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+    ) -> StoreResult<Option<Subscription>> {
+        let found = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name, filter, filter_scope, target, max_receives, visibility_timeout_s, retry_backoff_s, created_at
+                     FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3",
+                )?
+                .query_row(params![tenant.as_str(), topic.as_str(), name.as_str()], |r| subscription_from_row(topic, r))
+                .optional()?)
+        })?;
+        found.transpose()
+    }
+
+    async fn receive(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        max: u32,
+        visibility_s: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (tenant, topic, name) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            name.as_str().to_owned(),
+        );
+        let now = micros(self.clock.now());
+        self.writer
+            .execute(move |conn| {
+                let max_receives: u32 = conn
+                    .prepare_cached("SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3")?
+                    .query_row(params![tenant, topic, name], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| StoreError::InvalidInput { field: "subscription", why: "no such subscription".into() })?;
+                let mut out = Vec::new();
+                loop {
+                    let candidates: Vec<(i64, u32, String, String, String, i64)> = conn
+                        .prepare_cached(
+                            "SELECT d.seq, d.receive_count, m.id, m.body, m.attributes, m.published_at
+                             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                             WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3
+                               AND d.state = 0 AND d.visible_at <= ?4
+                             ORDER BY d.visible_at, d.seq LIMIT ?5",
+                        )?
+                        .query_map(params![tenant, topic, name, now, max as i64 - out.len() as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    if candidates.is_empty() {
+                        break;
+                    }
+                    for (seq, count, id, body, attributes, published) in candidates {
+                        if count >= max_receives {
+                            conn.prepare_cached(
+                                "UPDATE deliveries SET state = 1, receipt = NULL,
+                                    last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
+                                 WHERE seq = ?1",
+                            )?
+                            .execute([seq])?;
+                            continue;
+                        }
+                        let receipt = uuid::Uuid::new_v4().simple().to_string();
+                        conn.prepare_cached(
+                            "UPDATE deliveries SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, receipt])?;
+                        out.push(Delivery {
+                            receipt,
+                            receive_count: count + 1,
+                            id,
+                            body: json_value(&body)?,
+                            attributes: json_map(&attributes)?,
+                            published_at: from_micros(published)?,
+                        });
+                    }
+                    if out.len() >= max as usize {
+                        break;
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn ack(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        receipts: Vec<String>,
+    ) -> StoreResult<u64> {
+        let (tenant, topic, name) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            name.as_str().to_owned(),
+        );
+        self.writer
+            .execute(move |conn| {
+                let mut acked = 0;
+                let mut stmt = conn.prepare_cached(
+                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                )?;
+                for receipt in &receipts {
+                    acked += stmt.execute(params![receipt, tenant, topic, name])? as u64;
+                }
+                Ok(acked)
+            })
+            .await
+    }
+
+    async fn nack(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        receipt: &str,
+        delay_s: u32,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
+        let (tenant, topic, name, receipt) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            name.as_str().to_owned(),
+            receipt.to_owned(),
+        );
+        let visible_at = micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
+        self.writer
+            .execute(move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET visible_at = ?5, receipt = NULL, last_error = coalesce(?6, last_error)
+                         WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                    )?
+                    .execute(params![receipt, tenant, topic, name, visible_at, error])?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn stats(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+    ) -> StoreResult<QueueStats> {
+        let now = micros(self.clock.now());
+        self.readers.read(|conn| {
+            let (depth, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
+                .prepare_cached(
+                    "SELECT
+                        coalesce(sum(d.state = 0 AND d.visible_at <= ?4), 0),
+                        coalesce(sum(d.state = 0 AND d.visible_at > ?4), 0),
+                        min(CASE WHEN d.state = 0 THEN m.published_at END),
+                        coalesce(sum(d.state = 1), 0)
+                     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                     WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3",
+                )?
+                .query_row(
+                    params![tenant.as_str(), topic.as_str(), name.as_str(), now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
+            Ok(QueueStats {
+                depth: depth as u64,
+                in_flight: in_flight as u64,
+                oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
+                dlq_depth: dead as u64,
+            })
+        })
+    }
+
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let rows: Vec<(String, String, String, i64, u32, Option<String>)> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT m.id, m.body, m.attributes, m.published_at, d.receive_count, d.last_error
+                     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                     WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3 AND d.state = 1
+                     ORDER BY d.seq LIMIT ?4",
+                )?
+                .query_map(params![tenant.as_str(), topic.as_str(), name.as_str(), limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })?;
+        rows.into_iter()
+            .map(
+                |(id, body, attributes, published, receive_count, last_error)| {
+                    Ok(DeadLetter {
+                        id,
+                        body: json_value(&body)?,
+                        attributes: json_map(&attributes)?,
+                        published_at: from_micros(published)?,
+                        receive_count,
+                        last_error,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        ids: Option<Vec<String>>,
+    ) -> StoreResult<u64> {
+        let (tenant, topic, name) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            name.as_str().to_owned(),
+        );
+        let now = micros(self.clock.now());
+        let moved = self
+            .writer
+            .execute(move |conn| {
+                let reset = "UPDATE deliveries SET state = 0, receive_count = 0, visible_at = ?4, receipt = NULL
+                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3 AND state = 1";
+                let moved = match ids {
+                    None => conn.prepare_cached(reset)?.execute(params![tenant, topic, name, now])?,
+                    Some(ids) => {
+                        let mut stmt = conn.prepare_cached(&format!(
+                            "{reset} AND message_seq IN (SELECT seq FROM messages WHERE tenant_id = ?1 AND topic = ?2 AND id = ?5)"
+                        ))?;
+                        let mut moved = 0;
+                        for id in &ids {
+                            moved += stmt.execute(params![tenant, topic, name, now, id])?;
+                        }
+                        moved
+                    }
+                };
+                Ok(moved as u64)
+            })
+            .await?;
+        self.wake_receivers();
+        Ok(moved)
+    }
+}

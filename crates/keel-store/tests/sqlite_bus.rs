@@ -1,0 +1,411 @@
+//! The bus contract (SPEC §4) against the embedded adapter, with a controlled clock.
+//! The NATS adapter will run these same checks.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use keel_core::{
+    bus::{BusName, DeliveryPolicy},
+    clock::{Clock, ManualClock},
+};
+use keel_store::{
+    bus::{Bus, FilterScope, OutgoingMessage, Subscription},
+    sqlite::SqliteStore,
+    StoreError, TenantId, TenantStore,
+};
+use serde_json::{json, Map, Value};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: SqliteStore,
+    clock: Arc<ManualClock>,
+    tenant: TenantId,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
+    let store = SqliteStore::open_with_clock(&dir.path().join("keel.db"), clock.clone()).unwrap();
+    let tenant = store.create_tenant("t").await.unwrap().id;
+    Fixture {
+        _dir: dir,
+        store,
+        clock,
+        tenant,
+    }
+}
+
+impl Fixture {
+    fn advance(&self, seconds: i64) {
+        let now: Timestamp = self.clock.now();
+        self.clock
+            .set(now.checked_add(SignedDuration::from_secs(seconds)).unwrap());
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        filter: Option<Value>,
+        scope: FilterScope,
+        max_receives: u32,
+    ) {
+        self.store
+            .put_subscription(
+                &self.tenant,
+                Subscription {
+                    topic: name_of(topic),
+                    name: name_of(name),
+                    filter,
+                    filter_scope: scope,
+                    target: json!({"type": "queue"}),
+                    delivery: DeliveryPolicy::new(max_receives, 30, vec![1, 5]).unwrap(),
+                    created_at: Timestamp::UNIX_EPOCH,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        body: Value,
+        attributes: Value,
+        dedup: Option<&str>,
+    ) -> String {
+        let attributes: Map<String, Value> = attributes.as_object().cloned().unwrap_or_default();
+        let ids = self
+            .store
+            .publish(
+                &self.tenant,
+                &name_of(topic),
+                vec![OutgoingMessage {
+                    body,
+                    attributes,
+                    dedup_id: dedup.map(str::to_owned),
+                }],
+            )
+            .await
+            .unwrap();
+        ids.into_iter().next().unwrap()
+    }
+
+    async fn receive(&self, topic: &str, sub: &str, max: u32) -> Vec<keel_store::bus::Delivery> {
+        self.store
+            .receive(&self.tenant, &name_of(topic), &name_of(sub), max, 30)
+            .await
+            .unwrap()
+    }
+}
+
+fn name_of(s: &str) -> BusName {
+    BusName::parse(s, "/name").unwrap()
+}
+
+#[tokio::test]
+async fn publish_fans_out_through_filters_in_order() {
+    let f = fixture().await;
+    f.subscribe("orders", "all", None, FilterScope::Attributes, 5)
+        .await;
+    f.subscribe(
+        "orders",
+        "big",
+        Some(json!({"total": [{"numeric": [">", 100]}]})),
+        FilterScope::Attributes,
+        5,
+    )
+    .await;
+    f.subscribe(
+        "orders",
+        "pt",
+        Some(json!({"address": {"country": ["PT"]}})),
+        FilterScope::Body,
+        5,
+    )
+    .await;
+    let a = f
+        .publish(
+            "orders",
+            json!({"n": 1, "address": {"country": "PT"}}),
+            json!({"total": 50}),
+            None,
+        )
+        .await;
+    let b = f
+        .publish(
+            "orders",
+            json!({"n": 2, "address": {"country": "ES"}}),
+            json!({"total": 500}),
+            None,
+        )
+        .await;
+    let ids = |d: Vec<keel_store::bus::Delivery>| d.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(f.receive("orders", "all", 10).await),
+        [a.clone(), b.clone()]
+    );
+    assert_eq!(ids(f.receive("orders", "big", 10).await), [b]);
+    assert_eq!(ids(f.receive("orders", "pt", 10).await), [a]);
+}
+
+#[tokio::test]
+async fn visibility_timeout_redelivers_with_a_new_receipt() {
+    let f = fixture().await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    f.publish("t", json!("hello"), json!({"k": "v"}), None)
+        .await;
+    let first = f.receive("t", "q", 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].receive_count, 1);
+    assert_eq!(first[0].body, json!("hello"));
+    assert_eq!(first[0].attributes["k"], "v");
+    assert!(
+        f.receive("t", "q", 1).await.is_empty(),
+        "hidden while in flight"
+    );
+    let stats = f
+        .store
+        .stats(&f.tenant, &name_of("t"), &name_of("q"))
+        .await
+        .unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (0, 1));
+    f.advance(31);
+    let second = f.receive("t", "q", 1).await;
+    assert_eq!(second[0].receive_count, 2);
+    assert_ne!(second[0].receipt, first[0].receipt);
+    // The superseded receipt acks nothing; the current one acks.
+    assert_eq!(
+        f.store
+            .ack(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                vec![first[0].receipt.clone()]
+            )
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.store
+            .ack(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                vec![second[0].receipt.clone()]
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.store
+            .ack(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                vec![second[0].receipt.clone()]
+            )
+            .await
+            .unwrap(),
+        0,
+        "acking twice"
+    );
+    f.advance(60);
+    assert!(
+        f.receive("t", "q", 1).await.is_empty(),
+        "acked messages never return"
+    );
+}
+
+#[tokio::test]
+async fn max_receives_dead_letters_and_redrive_brings_them_back() {
+    let f = fixture().await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 2)
+        .await;
+    let id = f.publish("t", json!(1), json!({}), None).await;
+    let other = f.publish("t", json!(2), json!({}), None).await;
+    for _ in 0..2 {
+        assert_eq!(f.receive("t", "q", 10).await.len(), 2);
+        f.advance(31);
+    }
+    assert!(
+        f.receive("t", "q", 10).await.is_empty(),
+        "both exceeded max_receives"
+    );
+    let stats = f
+        .store
+        .stats(&f.tenant, &name_of("t"), &name_of("q"))
+        .await
+        .unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.dlq_depth), (0, 0, 2));
+    let dead = f
+        .store
+        .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 100)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].receive_count, 2);
+    assert!(dead[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("visibility"));
+
+    assert_eq!(
+        f.store
+            .redrive(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                Some(vec![id.clone()])
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    let back = f.receive("t", "q", 10).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0].id.clone(), back[0].receive_count), (id, 1));
+    assert_eq!(
+        f.store
+            .redrive(&f.tenant, &name_of("t"), &name_of("q"), None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.receive("t", "q", 10).await[0].id, other);
+    assert_eq!(
+        f.store
+            .redrive(&f.tenant, &name_of("t"), &name_of("q"), None)
+            .await
+            .unwrap(),
+        0,
+        "empty DLQ"
+    );
+}
+
+#[tokio::test]
+async fn nack_delays_and_records_the_error() {
+    let f = fixture().await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 1)
+        .await;
+    f.publish("t", json!(1), json!({}), None).await;
+    let got = f.receive("t", "q", 1).await;
+    assert!(f
+        .store
+        .nack(
+            &f.tenant,
+            &name_of("t"),
+            &name_of("q"),
+            &got[0].receipt,
+            10,
+            Some("HTTP 500".into())
+        )
+        .await
+        .unwrap());
+    assert!(!f
+        .store
+        .nack(&f.tenant, &name_of("t"), &name_of("q"), "unknown", 0, None)
+        .await
+        .unwrap());
+    f.advance(5);
+    assert!(f.receive("t", "q", 1).await.is_empty());
+    f.advance(6);
+    // max_receives is 1: the next receive dead-letters it with the recorded error.
+    assert!(f.receive("t", "q", 1).await.is_empty());
+    let dead = f
+        .store
+        .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+}
+
+#[tokio::test]
+async fn the_same_id_within_the_window_is_delivered_once() {
+    let f = fixture().await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    let first = f.publish("t", json!(1), json!({}), Some("order-1")).await;
+    let again = f.publish("t", json!(1), json!({}), Some("order-1")).await;
+    assert_eq!(first, again);
+    assert_eq!(f.receive("t", "q", 10).await.len(), 1);
+    f.advance(301);
+    let later = f.publish("t", json!(1), json!({}), Some("order-1")).await;
+    assert_ne!(
+        later, first,
+        "outside the 5-minute window it is a new message"
+    );
+}
+
+#[tokio::test]
+async fn queues_are_per_tenant() {
+    let f = fixture().await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    f.publish("t", json!(1), json!({}), None).await;
+    let other = f.store.create_tenant("other").await.unwrap().id;
+    let attempt = f
+        .store
+        .receive(&other, &name_of("t"), &name_of("q"), 10, 30)
+        .await;
+    assert!(matches!(attempt, Err(StoreError::InvalidInput { .. })));
+    assert!(f
+        .store
+        .subscription(&other, &name_of("t"), &name_of("q"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(f.receive("t", "q", 10).await.len(), 1);
+}
+
+#[tokio::test]
+async fn accepted_messages_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    let tenant = {
+        let store = SqliteStore::open(&path).unwrap();
+        let tenant = store.create_tenant("t").await.unwrap().id;
+        store
+            .put_subscription(
+                &tenant,
+                Subscription {
+                    topic: name_of("t"),
+                    name: name_of("q"),
+                    filter: None,
+                    filter_scope: FilterScope::Attributes,
+                    target: json!({"type": "queue"}),
+                    delivery: DeliveryPolicy::default(),
+                    created_at: Timestamp::UNIX_EPOCH,
+                },
+            )
+            .await
+            .unwrap();
+        let batch = (0..100)
+            .map(|i| OutgoingMessage {
+                body: json!(i),
+                attributes: Map::new(),
+                dedup_id: None,
+            })
+            .collect();
+        assert_eq!(
+            store
+                .publish(&tenant, &name_of("t"), batch)
+                .await
+                .unwrap()
+                .len(),
+            100
+        );
+        tenant
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let got = store
+        .receive(&tenant, &name_of("t"), &name_of("q"), 100, 30)
+        .await
+        .unwrap();
+    let bodies: Vec<i64> = got.iter().map(|d| d.body.as_i64().unwrap()).collect();
+    assert_eq!(bodies, (0..100).collect::<Vec<_>>());
+}
