@@ -290,6 +290,21 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/admin/tenants", vec!["get", "post"]),
         ("/v1/admin/keys", vec!["post"]),
         ("/v1/stats/overview", vec!["get"]),
+        ("/v1/topics/{topic}", vec!["put"]),
+        ("/v1/topics/{topic}/messages", vec!["post"]),
+        (
+            "/v1/topics/{topic}/subscriptions/{name}",
+            vec!["get", "put"],
+        ),
+        ("/v1/queues/{topic}/{subscription}", vec!["get"]),
+        ("/v1/queues/{topic}/{subscription}/receive", vec!["post"]),
+        ("/v1/queues/{topic}/{subscription}/ack", vec!["post"]),
+        ("/v1/queues/{topic}/{subscription}/nack", vec!["post"]),
+        ("/v1/queues/{topic}/{subscription}/dlq", vec!["get"]),
+        (
+            "/v1/queues/{topic}/{subscription}/dlq/redrive",
+            vec!["post"],
+        ),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -335,6 +350,16 @@ async fn junk_input_never_causes_a_server_error() {
         "{\"name\": \"\"}",
         "{\"tenant_id\": null}",
         "\u{feff}{}",
+        r#"{"body": 1, "attributes": {"a": {}}}"#,
+        r#"{"messages": [1]}"#,
+        r#"{"messages": []}"#,
+        r#"{"target": {"type": "queue"}, "filter": {"$or": 1}}"#,
+        r#"{"target": {"type": "queue"}, "max_receives": -1}"#,
+        r#"{"target": {"type": "queue"}, "visibility_timeout_s": 99999999999}"#,
+        r#"{"receipts": ["x"]}"#,
+        r#"{"receipts": []}"#,
+        r#"{"ids": [1]}"#,
+        r#"{"max": 1e9}"#,
     ];
     let routes = [
         (Method::PUT, "/hello/Ana"),
@@ -344,6 +369,12 @@ async fn junk_input_never_causes_a_server_error() {
         (Method::POST, "/v1/keys"),
         (Method::POST, "/v1/admin/tenants"),
         (Method::POST, "/v1/admin/keys"),
+        (Method::POST, "/v1/topics/junk/messages"),
+        (Method::PUT, "/v1/topics/junk/subscriptions/q"),
+        (Method::POST, "/v1/queues/junk/q/receive"),
+        (Method::POST, "/v1/queues/junk/q/ack"),
+        (Method::POST, "/v1/queues/junk/q/nack"),
+        (Method::POST, "/v1/queues/junk/q/dlq/redrive"),
     ];
     for key in [None, Some(user.as_str()), Some(app.operator_key.as_str())] {
         for (method, path) in &routes {

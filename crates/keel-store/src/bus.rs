@@ -119,15 +119,15 @@ pub trait Bus: Send + Sync {
         max: u32,
         visibility_s: u32,
     ) -> StoreResult<Vec<Delivery>>;
-    /// Acks by receipt; returns how many receipts were current (the rest were
-    /// unknown, already acked, or superseded by a redelivery).
+    /// Acks by receipt; returns the receipts that were not current (unknown,
+    /// already acked, or superseded by a redelivery).
     async fn ack(
         &self,
         tenant: &TenantId,
         topic: &BusName,
         name: &BusName,
         receipts: Vec<String>,
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<Vec<String>>;
     /// Makes a received message visible again after `delay_s`, recording `error`.
     /// `false` when the receipt is not current.
     async fn nack(
@@ -161,4 +161,7 @@ pub trait Bus: Send + Sync {
         name: &BusName,
         ids: Option<Vec<String>>,
     ) -> StoreResult<u64>;
+    /// Notified after every commit that may have made messages visible, so a long
+    /// poll can answer as soon as one arrives.
+    fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }

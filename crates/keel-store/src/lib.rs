@@ -122,7 +122,7 @@ pub trait AuditStore: Send + Sync {
 /// Every capability of a store, as the binary wires it.
 #[async_trait]
 pub trait Store:
-    TenantStore + KeyStore + AccountStore + GreeterStore + CounterStore + AuditStore
+    TenantStore + KeyStore + AccountStore + GreeterStore + CounterStore + AuditStore + bus::Bus
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod bus;
 pub mod counters;
 pub mod hello;
 pub mod me;
@@ -92,6 +93,15 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(me::audit))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(admin::create_key))
+        .routes(routes!(bus::put_topic))
+        .routes(routes!(bus::publish))
+        .routes(routes!(bus::put_subscription, bus::get_subscription))
+        .routes(routes!(bus::receive))
+        .routes(routes!(bus::ack))
+        .routes(routes!(bus::nack))
+        .routes(routes!(bus::stats))
+        .routes(routes!(bus::dead_letters))
+        .routes(routes!(bus::redrive))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

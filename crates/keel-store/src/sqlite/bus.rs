@@ -121,6 +121,10 @@ fn subscription_from_row(
 
 #[async_trait]
 impl Bus for SqliteStore {
+    fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.published()
+    }
+
     async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {
         let (tenant, topic, now) = (
             tenant.0.clone(),
@@ -339,7 +343,7 @@ impl Bus for SqliteStore {
         topic: &BusName,
         name: &BusName,
         receipts: Vec<String>,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<String>> {
         let (tenant, topic, name) = (
             tenant.0.clone(),
             topic.as_str().to_owned(),
@@ -347,14 +351,16 @@ impl Bus for SqliteStore {
         );
         self.writer
             .execute(move |conn| {
-                let mut acked = 0;
                 let mut stmt = conn.prepare_cached(
                     "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
                 )?;
-                for receipt in &receipts {
-                    acked += stmt.execute(params![receipt, tenant, topic, name])? as u64;
+                let mut not_current = Vec::new();
+                for receipt in receipts {
+                    if stmt.execute(params![receipt, tenant, topic, name])? == 0 {
+                        not_current.push(receipt);
+                    }
                 }
-                Ok(acked)
+                Ok(not_current)
             })
             .await
     }
