@@ -1,6 +1,96 @@
 //! Names and settings of the event bus (SPEC §4), parsed once at the edge.
 
+use serde_json::{json, Value};
+
 use crate::FieldError;
+
+/// Where a subscription's messages go (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Consumers pull over HTTP.
+    Queue,
+    /// A built-in worker upserts each message into a collection, keyed by message id.
+    Store { collection: BusName },
+    /// A built-in worker POSTs each message, signed with HMAC-SHA256 of `secret`.
+    Webhook { url: String, secret: String },
+}
+
+impl Target {
+    pub fn parse(value: &Value) -> Result<Self, FieldError> {
+        let kind = value.get("type").and_then(Value::as_str).ok_or_else(|| {
+            FieldError::new("/target/type", "target.type is queue, store or webhook")
+        })?;
+        match kind {
+            "queue" => Ok(Target::Queue),
+            "store" => {
+                let collection =
+                    value
+                        .get("collection")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            FieldError::new(
+                                "/target/collection",
+                                "a store target names its collection",
+                            )
+                        })?;
+                Ok(Target::Store {
+                    collection: BusName::parse(collection, "/target/collection")?,
+                })
+            }
+            "webhook" => {
+                let url = value
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .filter(|u| {
+                        (u.starts_with("http://") || u.starts_with("https://"))
+                            && u.len() <= 2048
+                            && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+                            && !u.chars().any(char::is_whitespace)
+                    })
+                    .ok_or_else(|| {
+                        FieldError::new("/target/url", "a webhook target needs an http(s) url")
+                    })?;
+                let secret = value
+                    .get("secret")
+                    .and_then(Value::as_str)
+                    .filter(|s| (1..=256).contains(&s.len()))
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            "/target/secret",
+                            "a webhook target needs a secret of 1 to 256 characters",
+                        )
+                    })?;
+                Ok(Target::Webhook {
+                    url: url.to_owned(),
+                    secret: secret.to_owned(),
+                })
+            }
+            "telemetry-import" => Err(FieldError::new(
+                "/target/type",
+                "the telemetry-import target is not available in this build yet",
+            )),
+            other => Err(FieldError::new(
+                "/target/type",
+                format!("unknown target type {other:?}"),
+            )),
+        }
+    }
+
+    /// The target as stored and shown; `reveal_secret: false` masks a webhook secret.
+    pub fn to_json(&self, reveal_secret: bool) -> Value {
+        match self {
+            Target::Queue => json!({"type": "queue"}),
+            Target::Store { collection } => {
+                json!({"type": "store", "collection": collection.as_str()})
+            }
+            Target::Webhook { url, secret } => json!({
+                "type": "webhook",
+                "url": url,
+                "secret": if reveal_secret { secret.as_str() } else { "********" },
+            }),
+        }
+    }
+}
 
 /// Topic and subscription names: 1–128 ASCII letters, digits, `_`, `-` or `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +195,47 @@ mod tests {
         assert!(BusName::parse("orders.created-v2_x", "/t").is_ok());
         for bad in ["", "a b", "a/b", "ü", &"a".repeat(129)] {
             assert!(BusName::parse(bad, "/t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse(&json!({"type": "queue"})).unwrap(),
+            Target::Queue
+        );
+        let store = Target::parse(&json!({"type": "store", "collection": "users"})).unwrap();
+        assert_eq!(
+            store.to_json(false),
+            json!({"type": "store", "collection": "users"})
+        );
+        let hook =
+            Target::parse(&json!({"type": "webhook", "url": "https://x.io/h", "secret": "s3"}))
+                .unwrap();
+        assert_eq!(hook.to_json(false)["secret"], "********");
+        assert_eq!(Target::parse(&hook.to_json(true)).unwrap(), hook);
+        for (bad, pointer) in [
+            (json!({}), "/target/type"),
+            (json!({"type": "carrier-pigeon"}), "/target/type"),
+            (json!({"type": "store"}), "/target/collection"),
+            (
+                json!({"type": "store", "collection": "a b"}),
+                "/target/collection",
+            ),
+            (
+                json!({"type": "webhook", "url": "ftp://x", "secret": "s"}),
+                "/target/url",
+            ),
+            (
+                json!({"type": "webhook", "url": "https://", "secret": "s"}),
+                "/target/url",
+            ),
+            (
+                json!({"type": "webhook", "url": "https://x.io"}),
+                "/target/secret",
+            ),
+        ] {
+            assert_eq!(Target::parse(&bad).unwrap_err().pointer, pointer, "{bad}");
         }
     }
 

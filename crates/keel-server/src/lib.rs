@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod collection_reads;
 pub mod edge;
 pub mod extract;
 pub mod problem;
@@ -14,6 +15,7 @@ pub mod routes;
 pub mod services;
 pub mod state;
 pub mod telemetry;
+pub mod workers;
 
 use std::{future::Future, net::SocketAddr};
 

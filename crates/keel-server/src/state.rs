@@ -15,8 +15,8 @@ use keel_core::clock::Clock;
 use keel_store::Store;
 
 use crate::{
-    audit::AuditSink, auth::Authenticator, read_cache::ReadCache, request_log::RequestLog,
-    telemetry::Telemetry,
+    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads,
+    read_cache::ReadCache, request_log::RequestLog, telemetry::Telemetry,
 };
 
 /// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
@@ -63,7 +63,10 @@ pub struct Inner {
     pub request_log: RequestLog,
     /// `"<tenant>/<username>"` → date of birth (or `None`: no such user).
     pub greeter_cache: ReadCache<String, Option<jiff::civil::Date>>,
+    pub collection_reads: CollectionReads,
     draining: AtomicBool,
+    /// Turns true when draining starts; background roles watch it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -96,6 +99,7 @@ impl AppState {
         let audit = AuditSink::start(store.clone());
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
         let greeter_cache = ReadCache::new(config.read_cache_ttl, 100_000);
+        let collection_reads = CollectionReads::new(ReadCache::new(config.read_cache_ttl, 10_000));
         let state = Self(Arc::new(Inner {
             store,
             clock,
@@ -105,7 +109,9 @@ impl AppState {
             telemetry,
             request_log,
             greeter_cache,
+            collection_reads,
             draining: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
         }));
         state.auth.start_use_flusher();
         state
@@ -114,6 +120,12 @@ impl AppState {
     /// From now on `/readyz` answers 503 so load balancers stop sending traffic.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.stop.send_replace(true);
+    }
+
+    /// Becomes true when draining starts.
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -42,7 +42,117 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// The bus's counters (SPEC §8): published, delivered, acked, dead-lettered, and
+/// built-in worker outcomes and latency per target.
+pub struct BusMetrics {
+    published: Counter,
+    delivered: Counter,
+    acked: Counter,
+    dead_lettered: Counter,
+    outcomes: Family<WorkerLabels, Counter>,
+    latency: Family<TargetLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    target: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+impl BusMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            published: Counter::default(),
+            delivered: Counter::default(),
+            acked: Counter::default(),
+            dead_lettered: Counter::default(),
+            outcomes: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        registry.register(
+            "keel_bus_published",
+            "Messages accepted by publish",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "keel_bus_delivered",
+            "Messages handed to consumers and built-in targets",
+            metrics.delivered.clone(),
+        );
+        registry.register(
+            "keel_bus_acked",
+            "Messages acknowledged",
+            metrics.acked.clone(),
+        );
+        registry.register(
+            "keel_bus_dead_lettered",
+            "Messages moved to a dead-letter queue by a built-in target",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "keel_worker_outcomes",
+            "Built-in target deliveries by target and outcome",
+            metrics.outcomes.clone(),
+        );
+        registry.register(
+            "keel_worker_duration_seconds",
+            "Built-in target delivery latency by target",
+            metrics.latency.clone(),
+        );
+        metrics
+    }
+
+    pub fn published(&self, n: u64) {
+        self.published.inc_by(n);
+    }
+
+    pub fn delivered(&self, n: u64) {
+        self.delivered.inc_by(n);
+    }
+
+    pub fn acked(&self, n: u64) {
+        self.acked.inc_by(n);
+    }
+
+    /// `n` deliveries to a built-in `target` ended in `outcome` after `elapsed`.
+    pub fn worker_outcome(
+        &self,
+        target: &str,
+        outcome: &str,
+        n: u64,
+        elapsed: std::time::Duration,
+    ) {
+        self.outcomes
+            .get_or_create(&WorkerLabels {
+                target: target.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n);
+        self.latency
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.delivered.inc_by(n);
+        match outcome {
+            "delivered" => {
+                self.acked.inc_by(n);
+            }
+            "dead-lettered" => {
+                self.dead_lettered.inc_by(n);
+            }
+            _ => {}
+        }
+    }
+}
+
 pub struct Telemetry {
+    pub bus: BusMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -79,7 +189,9 @@ impl Telemetry {
             latency.clone(),
         );
         registry.register_collector(Box::new(WriteStatsCollector(write_stats)));
+        let bus = BusMetrics::register(&mut registry);
         Self {
+            bus,
             registry,
             requests,
             latency,

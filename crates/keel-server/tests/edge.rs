@@ -305,6 +305,12 @@ async fn the_openapi_document_lists_every_route() {
             "/v1/queues/{topic}/{subscription}/dlq/redrive",
             vec!["post"],
         ),
+        ("/v1/queues/{topic}/{subscription}/attempts", vec!["get"]),
+        ("/v1/collections/{collection}/records", vec!["get", "post"]),
+        (
+            "/v1/collections/{collection}/records/{id}",
+            vec!["get", "delete"],
+        ),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -375,6 +381,8 @@ async fn junk_input_never_causes_a_server_error() {
         (Method::POST, "/v1/queues/junk/q/ack"),
         (Method::POST, "/v1/queues/junk/q/nack"),
         (Method::POST, "/v1/queues/junk/q/dlq/redrive"),
+        (Method::POST, "/v1/collections/junk/records"),
+        (Method::POST, "/v1/collections/junk/records?wait=true"),
     ];
     for key in [None, Some(user.as_str()), Some(app.operator_key.as_str())] {
         for (method, path) in &routes {

@@ -164,4 +164,7 @@ pub trait Bus: Send + Sync {
     /// Notified after every commit that may have made messages visible, so a long
     /// poll can answer as soon as one arrives.
     fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// Every subscription whose target is a built-in worker (anything but
+    /// `queue`), across tenants: what the worker role serves.
+    async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>>;
 }

@@ -8,6 +8,7 @@
 //! Every write an adapter acknowledges is durable (fsync'd) before the call returns.
 
 pub mod bus;
+pub mod collections;
 pub mod sqlite;
 mod types;
 
@@ -122,7 +123,14 @@ pub trait AuditStore: Send + Sync {
 /// Every capability of a store, as the binary wires it.
 #[async_trait]
 pub trait Store:
-    TenantStore + KeyStore + AccountStore + GreeterStore + CounterStore + AuditStore + bus::Bus
+    TenantStore
+    + KeyStore
+    + AccountStore
+    + GreeterStore
+    + CounterStore
+    + AuditStore
+    + bus::Bus
+    + collections::CollectionStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

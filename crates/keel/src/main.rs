@@ -229,6 +229,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let workers = roles
+        .iter()
+        .any(|r| r == "worker")
+        .then(|| keel_server::workers::spawn(state.clone()));
     tracing::info!(roles = %config.roles, "keel started");
 
     shutdown.await;
@@ -242,6 +246,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Err(_) => {
                 tracing::warn!("in-flight requests did not finish within {grace:?}; exiting anyway")
             }
+        }
+    }
+    if let Some(workers) = workers {
+        // In-flight deliveries finish; what does not is redelivered after a restart.
+        let grace = Duration::from_secs(config.shutdown_grace_s);
+        if tokio::time::timeout(grace, workers).await.is_err() {
+            tracing::warn!("workers did not stop within {grace:?}; exiting anyway");
         }
     }
     state.flush().await;

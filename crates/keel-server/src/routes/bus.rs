@@ -1,7 +1,6 @@
 //! The event bus over HTTP (SPEC §4): topics, publishing, subscriptions, and the
-//! SQS-like queue API. Built-in worker targets (`store`, `webhook`,
-//! `telemetry-import`) are not in this build yet: subscriptions take
-//! `{"type": "queue"}` and consumers pull.
+//! SQS-like queue API. `queue` targets are pulled by consumers here; `store` and
+//! `webhook` targets are served by the built-in workers (`crate::workers`).
 
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use axum::{
 };
 use keel_core::{
     apikey::Scope,
-    bus::{BusName, DeliveryPolicy},
+    bus::{BusName, DeliveryPolicy, Target},
     filter::FilterPolicy,
     FieldError,
 };
@@ -202,7 +201,10 @@ impl From<Subscription> for SubscriptionView {
             name: s.name.as_str().to_owned(),
             filter: s.filter,
             filter_scope: s.filter_scope.as_str(),
-            target: s.target,
+            // Shown without the webhook secret.
+            target: Target::parse(&s.target)
+                .map(|t| t.to_json(false))
+                .unwrap_or(s.target),
             max_receives: s.delivery.max_receives,
             visibility_timeout_s: s.delivery.visibility_timeout_s,
             retry_backoff_s: s.delivery.retry_backoff_s,
@@ -416,6 +418,7 @@ pub async fn receive(
             )
             .await?;
         if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+            state.telemetry.bus.delivered(got.len() as u64);
             return Ok(Json(Received {
                 messages: got.into_iter().map(DeliveryView::from).collect(),
             }));
@@ -644,4 +647,58 @@ pub async fn redrive(
         )
         .await?;
     Ok(Json(Redriven { moved }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    pub message_id: String,
+    pub attempt: u32,
+    pub at: String,
+    /// `delivered`, `failed` or `dead-lettered`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Attempts {
+    /// Newest first (up to 1,000).
+    pub attempts: Vec<AttemptView>,
+}
+
+/// Every delivery attempt a built-in worker made for this subscription.
+#[utoipa::path(get, path = "/v1/queues/{topic}/{subscription}/attempts", tag = "bus", security(("bearer" = [])),
+    params(("topic" = String, Path), ("subscription" = String, Path)),
+    responses((status = 200, body = Attempts), (status = 404, body = Problem)))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    PathParams((topic, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<Attempts>> {
+    key.require(Scope::Read)?;
+    let subscription = find_subscription(&state, &key, &topic, &name).await?;
+    let attempts = state
+        .store
+        .attempts(
+            &key.tenant_id,
+            &subscription.topic,
+            &subscription.name,
+            1000,
+        )
+        .await?;
+    Ok(Json(Attempts {
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                message_id: a.message_id,
+                attempt: a.attempt,
+                at: a.at.to_string(),
+                outcome: a.outcome,
+                status: a.status,
+                error: a.error,
+                latency_ms: (a.latency_ms * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+    }))
 }

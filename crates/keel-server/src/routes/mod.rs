@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod bus;
+pub mod collections;
 pub mod counters;
 pub mod hello;
 pub mod me;
@@ -102,6 +103,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(bus::stats))
         .routes(routes!(bus::dead_letters))
         .routes(routes!(bus::redrive))
+        .routes(routes!(bus::attempts))
+        .routes(routes!(
+            collections::post_records,
+            collections::list_records
+        ))
+        .routes(routes!(collections::get_record, collections::delete_record))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -37,6 +37,7 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     let state = AppState::new(store, clock.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    keel_server::workers::spawn(state.clone());
     let serving = state.clone();
     tokio::spawn(async move {
         keel_server::serve(listener, serving, std::future::pending())

@@ -41,6 +41,15 @@ fn json_map(text: &str) -> StoreResult<Map<String, Value>> {
     }
 }
 
+/// Drops a message once no queue entry refers to it any more.
+pub(super) fn drop_orphan_message(conn: &Connection, message_seq: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM messages WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_seq = ?1)",
+    )?
+    .execute([message_seq])?;
+    Ok(())
+}
+
 fn ensure_topic_row(conn: &Connection, tenant: &str, topic: &str, now: i64) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO topics (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
@@ -121,6 +130,29 @@ fn subscription_from_row(
 
 #[async_trait]
 impl Bus for SqliteStore {
+    async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>> {
+        let rows = self.readers.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, filter, filter_scope, target, max_receives, visibility_timeout_s, retry_backoff_s, created_at,
+                        tenant_id, topic
+                 FROM subscriptions WHERE json_extract(target, '$.type') IS NOT 'queue'",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let tenant: String = r.get(8)?;
+                    let topic: String = r.get(9)?;
+                    let topic = BusName::parse(&topic, "/topic")
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    Ok((TenantId(tenant), subscription_from_row(&topic, r)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(tenant, sub)| Ok((tenant, sub?)))
+            .collect()
+    }
+
     fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.published()
     }
@@ -170,12 +202,16 @@ impl Bus for SqliteStore {
                     }
                     let id = uuid::Uuid::now_v7().to_string();
                     let attributes = Value::Object(message.attributes);
-                    conn.prepare_cached(
-                        "INSERT INTO messages (tenant_id, topic, id, body, attributes, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![tenant, topic, id, json_text(&message.body)?, json_text(&attributes)?, now])?;
-                    let seq = conn.last_insert_rowid();
+                    let matched: Vec<&String> = routes
+                        .iter()
+                        .filter(|(_, scope, policy)| {
+                            policy.matches(match scope {
+                                FilterScope::Attributes => &attributes,
+                                FilterScope::Body => &message.body,
+                            })
+                        })
+                        .map(|(name, _, _)| name)
+                        .collect();
                     if let Some(dedup) = &message.dedup_id {
                         conn.prepare_cached(
                             "INSERT INTO message_dedup (tenant_id, topic, dedup_id, message_id, expires_at)
@@ -183,18 +219,23 @@ impl Bus for SqliteStore {
                         )?
                         .execute(params![tenant, topic, dedup, id, now + DEDUP_WINDOW_MICROS])?;
                     }
-                    for (name, scope, policy) in &routes {
-                        let document = match scope {
-                            FilterScope::Attributes => &attributes,
-                            FilterScope::Body => &message.body,
-                        };
-                        if policy.matches(document) {
-                            conn.prepare_cached(
-                                "INSERT INTO deliveries (tenant_id, topic, subscription, message_seq, visible_at)
-                                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                            )?
-                            .execute(params![tenant, topic, name, seq, now])?;
-                        }
+                    if matched.is_empty() {
+                        // Like SNS: accepted, and delivered to nobody.
+                        ids.push(id);
+                        continue;
+                    }
+                    conn.prepare_cached(
+                        "INSERT INTO messages (tenant_id, topic, id, body, attributes, published_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![tenant, topic, id, json_text(&message.body)?, json_text(&attributes)?, now])?;
+                    let seq = conn.last_insert_rowid();
+                    for name in matched {
+                        conn.prepare_cached(
+                            "INSERT INTO deliveries (tenant_id, topic, subscription, message_seq, visible_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![tenant, topic, name, seq, now])?;
                     }
                     ids.push(id);
                 }
@@ -352,12 +393,15 @@ impl Bus for SqliteStore {
         self.writer
             .execute(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0
+                     RETURNING message_seq",
                 )?;
                 let mut not_current = Vec::new();
                 for receipt in receipts {
-                    if stmt.execute(params![receipt, tenant, topic, name])? == 0 {
-                        not_current.push(receipt);
+                    let removed: Option<i64> = stmt.query_row(params![receipt, tenant, topic, name], |r| r.get(0)).optional()?;
+                    match removed {
+                        Some(message_seq) => drop_orphan_message(conn, message_seq)?,
+                        None => not_current.push(receipt),
                     }
                 }
                 Ok(not_current)

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bus",
         include_str!("../../migrations/sqlite/0002_bus.sql"),
     ),
+    (
+        3,
+        "collections",
+        include_str!("../../migrations/sqlite/0003_collections.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

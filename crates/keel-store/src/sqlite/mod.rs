@@ -5,6 +5,7 @@
 //! same write path, so a message and the rows it causes commit together.
 
 mod bus;
+mod collections;
 mod errors;
 mod migrations;
 mod queries;
@@ -30,6 +31,8 @@ pub struct SqliteStore {
     /// Woken after every commit that may have made messages visible, so long polls
     /// answer at once.
     published: Arc<tokio::sync::Notify>,
+    /// Woken after the store target writes records (for `?wait=true`).
+    stored: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
@@ -54,6 +57,7 @@ impl SqliteStore {
             readers: Arc::new(readers::Readers::new(path.to_owned())),
             clock,
             published: Arc::new(tokio::sync::Notify::new()),
+            stored: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -64,6 +68,15 @@ impl SqliteStore {
 
     fn wake_receivers(&self) {
         self.published.notify_waiters();
+    }
+
+    /// Resolves after the store target next writes records.
+    pub fn stored(&self) -> Arc<tokio::sync::Notify> {
+        self.stored.clone()
+    }
+
+    fn wake_stored(&self) {
+        self.stored.notify_waiters();
     }
 
     pub fn commit_stats(&self) -> Arc<crate::WriteStats> {

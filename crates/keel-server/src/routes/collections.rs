@@ -1,0 +1,313 @@
+//! Collections (SPEC §5): the flow "POST publishes, a subscriber writes to the
+//! database, GET reads the rows". A POST publishes to topic `{c}`, which gets a
+//! `store` subscription named `_collection` into collection `{c}` on first use;
+//! the worker role upserts each message as a record keyed by its message id.
+
+use std::time::Duration;
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use keel_core::{
+    apikey::Scope,
+    bus::{BusName, DeliveryPolicy, Target},
+    FieldError,
+};
+use keel_store::{
+    bus::{FilterScope, OutgoingMessage, Subscription},
+    collections::Record,
+    TenantId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    audit::AuditNote,
+    auth::Authed,
+    extract::{JsonBody, PageQuery, PathParams, Query},
+    problem::{ApiError, ApiResult, Problem},
+    routes::bus::{Published, MAX_BATCH},
+    state::AppState,
+};
+
+/// The subscription that feeds a collection from its topic.
+pub const COLLECTION_SUBSCRIPTION: &str = "_collection";
+/// How long `?wait=true` waits for the rows before answering 202 instead.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+fn collection_name(raw: &str) -> ApiResult<BusName> {
+    BusName::parse(raw, "/collection").map_err(ApiError::field)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecordView {
+    pub id: String,
+    pub data: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Record> for RecordView {
+    fn from(r: Record) -> Self {
+        Self {
+            id: r.id,
+            data: r.data,
+            created_at: r.created_at.to_string(),
+            updated_at: r.updated_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecordList {
+    /// Newest first.
+    pub records: Vec<RecordView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct WaitQuery {
+    /// Answer 201 once the records are stored (up to 5 s; 202 if not yet).
+    pub wait: Option<bool>,
+}
+
+/// Makes sure the collection's topic feeds it. The subscription is created once;
+/// later calls only read it.
+async fn ensure_feed(state: &AppState, tenant: &TenantId, collection: &BusName) -> ApiResult<()> {
+    let name = BusName::parse(COLLECTION_SUBSCRIPTION, "/subscription").expect("a valid name");
+    if state
+        .store
+        .subscription(tenant, collection, &name)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let target = Target::Store {
+        collection: collection.clone(),
+    };
+    state
+        .store
+        .put_subscription(
+            tenant,
+            Subscription {
+                topic: collection.clone(),
+                name,
+                filter: None,
+                filter_scope: FilterScope::Attributes,
+                target: target.to_json(true),
+                delivery: DeliveryPolicy::default(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+fn parse_records(body: Value) -> ApiResult<Vec<Map<String, Value>>> {
+    let Value::Object(object) = body else {
+        return Err(ApiError::field(FieldError::new(
+            "",
+            "a record is a JSON object",
+        )));
+    };
+    let batch = object.len() == 1 && object.get("records").is_some_and(Value::is_array);
+    if !batch {
+        return Ok(vec![object]);
+    }
+    let Some(Value::Array(records)) = object.into_iter().next().map(|(_, v)| v) else {
+        unreachable!("checked to be {{\"records\": [...]}} above")
+    };
+    if records.len() > MAX_BATCH {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "at most {MAX_BATCH} records per call"
+        )));
+    }
+    if records.is_empty() {
+        return Err(ApiError::field(FieldError::new(
+            "/records",
+            "records is empty",
+        )));
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Value::Object(map) => Ok(map),
+            _ => Err(ApiError::field(FieldError::new(
+                format!("/records/{i}"),
+                "a record is a JSON object",
+            ))),
+        })
+        .collect()
+}
+
+/// Publishes records to the collection's topic (202 with their ids), or with
+/// `?wait=true` answers 201 once they are stored.
+#[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "collections", security(("bearer" = [])),
+    params(("collection" = String, Path), WaitQuery),
+    responses((status = 202, body = Published), (status = 201, body = Published),
+              (status = 400, body = Problem), (status = 413, body = Problem)))]
+pub async fn post_records(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    PathParams(collection): PathParams<String>,
+    Query(query): Query<WaitQuery>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    key.require(Scope::Write)?;
+    let collection = collection_name(&collection)?;
+    let records = parse_records(body)?;
+    ensure_feed(&state, &key.tenant_id, &collection).await?;
+    let messages = records
+        .into_iter()
+        .map(|data| OutgoingMessage {
+            body: Value::Object(data),
+            attributes: Map::new(),
+            dedup_id: None,
+        })
+        .collect();
+    // Ask to be told about stored rows before publishing, so none is missed.
+    let stored_signal = state.store.stored_signal();
+    let ids = state
+        .store
+        .publish(&key.tenant_id, &collection, messages)
+        .await?;
+    state.telemetry.bus.published(ids.len() as u64);
+    let mut status = StatusCode::ACCEPTED;
+    if query.wait.unwrap_or(false) {
+        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+        loop {
+            let notified = stored_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if state
+                .store
+                .stored_count(&key.tenant_id, collection.as_str(), &ids)
+                .await?
+                == ids.len()
+            {
+                // Reads after this answer must see the rows (read-your-writes).
+                state
+                    .collection_reads
+                    .invalidate(&key.tenant_id, collection.as_str());
+                status = StatusCode::CREATED;
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+    let mut response = (status, Json(Published { ids })).into_response();
+    response
+        .extensions_mut()
+        .insert(AuditNote::resource(collection.as_str()));
+    Ok(response)
+}
+
+/// Lists records, newest first.
+#[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "collections", security(("bearer" = [])),
+    params(("collection" = String, Path), PageQuery),
+    responses((status = 200, body = RecordList), (status = 400, body = Problem)))]
+pub async fn list_records(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    PathParams(collection): PathParams<String>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    key.require(Scope::Read)?;
+    let collection = collection_name(&collection)?;
+    let page = page.into_request()?;
+    let cache_key = state.collection_reads.key(
+        &key.tenant_id,
+        collection.as_str(),
+        &format!(
+            "list/{}/{}",
+            page.limit,
+            page.cursor.as_deref().unwrap_or("")
+        ),
+    );
+    if let Some(hit) = state.collection_reads.get(&cache_key) {
+        return Ok(Json(hit));
+    }
+    let found = state
+        .store
+        .records(&key.tenant_id, collection.as_str(), page)
+        .await?;
+    let list = RecordList {
+        records: found.items.into_iter().map(RecordView::from).collect(),
+        next_cursor: found.next_cursor,
+    };
+    let value = serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.collection_reads.insert(cache_key, value.clone());
+    Ok(Json(value))
+}
+
+/// One record.
+#[utoipa::path(get, path = "/v1/collections/{collection}/records/{id}", tag = "collections", security(("bearer" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = RecordView), (status = 404, body = Problem)))]
+pub async fn get_record(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    PathParams((collection, id)): PathParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    key.require(Scope::Read)?;
+    let collection = collection_name(&collection)?;
+    let cache_key =
+        state
+            .collection_reads
+            .key(&key.tenant_id, collection.as_str(), &format!("id/{id}"));
+    let cached = match state.collection_reads.get(&cache_key) {
+        Some(hit) => hit,
+        None => {
+            let found = state
+                .store
+                .record(&key.tenant_id, collection.as_str(), &id)
+                .await?;
+            let value = match found {
+                Some(record) => serde_json::to_value(RecordView::from(record))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                None => Value::Null,
+            };
+            state.collection_reads.insert(cache_key, value.clone());
+            value
+        }
+    };
+    if cached.is_null() {
+        return Err(ApiError::NotFound("no such record".into()));
+    }
+    Ok(Json(cached))
+}
+
+/// Deletes a record.
+#[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "collections", security(("bearer" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_record(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    PathParams((collection, id)): PathParams<(String, String)>,
+) -> ApiResult<Response> {
+    key.require(Scope::Write)?;
+    let collection = collection_name(&collection)?;
+    let deleted = state
+        .store
+        .delete_record(&key.tenant_id, collection.as_str(), &id)
+        .await?;
+    state
+        .collection_reads
+        .invalidate(&key.tenant_id, collection.as_str());
+    if !deleted {
+        return Err(ApiError::NotFound("no such record".into()));
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.extensions_mut().insert(AuditNote::resource(id));
+    Ok(response)
+}
