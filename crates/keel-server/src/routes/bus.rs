@@ -235,21 +235,7 @@ fn parse_subscription(
             Some(policy)
         }
     };
-    match body.target.get("type").and_then(Value::as_str) {
-        Some("queue") => {}
-        Some(other @ ("store" | "webhook" | "telemetry-import")) => {
-            return Err(ApiError::field(FieldError::new(
-                "/target/type",
-                format!("the {other} target is not available in this build yet; use queue"),
-            )))
-        }
-        _ => {
-            return Err(ApiError::field(FieldError::new(
-                "/target/type",
-                "target.type must be queue",
-            )))
-        }
-    }
+    let target = Target::parse(&body.target).map_err(ApiError::field)?;
     let defaults = DeliveryPolicy::default();
     let delivery = DeliveryPolicy::new(
         body.max_receives.unwrap_or(defaults.max_receives),
@@ -263,7 +249,7 @@ fn parse_subscription(
         name,
         filter,
         filter_scope,
-        target: body.target,
+        target: target.to_json(true),
         delivery,
         created_at: jiff::Timestamp::UNIX_EPOCH,
     })

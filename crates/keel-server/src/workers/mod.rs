@@ -11,6 +11,8 @@
 
 mod webhook;
 
+pub use webhook::signature;
+
 use std::{collections::HashMap, time::Duration};
 
 use keel_core::bus::Target;
