@@ -194,7 +194,7 @@ async fn sigterm_lets_an_in_flight_webhook_delivery_finish() {
     assert!(status.success());
     // The in-flight call finished before exit, and was acked: a restart does not
     // deliver it again.
-    assert_eq!(received.lock().unwrap().clone(), [id.clone()]);
+    assert_eq!(*received.lock().unwrap(), std::slice::from_ref(&id));
     let keel = Keel::start(dir.path());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let stats: Value = client
