@@ -10,8 +10,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{header, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use keel_core::latency::LatencyHistogram;
 
@@ -20,6 +20,47 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub bearer: Option<String>,
+    /// A JSON body: sent as a POST; without one, a GET.
+    pub body: Option<Bytes>,
+}
+
+impl Target {
+    pub fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Self {
+        Self {
+            addr,
+            path: path.to_owned(),
+            bearer: bearer.map(str::to_owned),
+            body: None,
+        }
+    }
+
+    pub fn post(addr: SocketAddr, path: &str, bearer: Option<&str>, body: String) -> Self {
+        Self {
+            body: Some(Bytes::from(body)),
+            ..Self::get(addr, path, bearer)
+        }
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let method = if self.body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&self.path)
+            .header(header::HOST, "localhost");
+        if let Some(key) = &self.bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if self.body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        request
+            .body(Full::new(self.body.clone().unwrap_or_default()))
+            .expect("a valid request")
+    }
 }
 
 pub struct Outcome {
@@ -52,6 +93,21 @@ impl Outcome {
     pub fn p_ms(&self, q: f64) -> f64 {
         self.latency.quantile(q).unwrap_or(f64::NAN) / 1000.0
     }
+}
+
+/// One request on a fresh connection; its body (for checks and set-up).
+pub async fn one(target: &Target) -> anyhow::Result<Bytes> {
+    let stream = tokio::net::TcpStream::connect(target.addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let response = sender.send_request(target.request()).await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{} answered {}",
+        target.path,
+        response.status()
+    );
+    Ok(response.into_body().collect().await?.to_bytes())
 }
 
 /// `pace`: `None` = as fast as each connection can go; `Some(r)` = `r` requests/s
@@ -122,11 +178,7 @@ async fn connection(
         {
             out.late += 1;
         }
-        let mut request = Request::get(&target.path).header(header::HOST, "localhost");
-        if let Some(key) = &target.bearer {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = request.body(Empty::<Bytes>::new()).expect("request");
+        let request = target.request();
         if sender.ready().await.is_err() {
             out.errors += 1;
             break;

@@ -12,7 +12,9 @@
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
 
+mod bus_vs_nats;
 mod load;
+mod pipeline;
 mod servers;
 mod startup;
 
@@ -40,6 +42,21 @@ struct Args {
     /// it does not exist; build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
+    /// Which measurements: http, pipeline, bus, startup, or all.
+    #[arg(long, default_value = "all")]
+    suite: String,
+    /// NATS server for the JetStream comparison.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Messages per bus comparison run.
+    #[arg(long, default_value_t = 200_000)]
+    bus_messages: usize,
+}
+
+impl Args {
+    fn wants(&self, suite: &str) -> bool {
+        self.suite == "all" || self.suite.split(',').any(|s| s == suite)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +66,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(&args))?;
+    if !args.wants("startup") {
+        return Ok(());
+    }
     if args.keel_binary.exists() {
         startup::run(&args.keel_binary, &args.data_dir)?;
     } else {
@@ -84,16 +104,47 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
     let bare = servers::start_bare_axum(message).await?;
 
-    let keel_hello = Target {
-        addr: keel.addr,
-        path: "/hello/Ana".into(),
-        bearer: None,
-    };
-    let bare_hello = Target {
-        addr: bare,
-        path: "/hello/Ana".into(),
-        bearer: None,
-    };
+    if args.wants("http") {
+        http_suite(args, &keel, bare).await?;
+    }
+    if args.wants("pipeline") {
+        pipeline::run(keel.addr, bare, &keel.operator_key, duration).await?;
+    }
+    if args.wants("bus") {
+        println!();
+        println!(
+            "Bus alone: publish + consume + ack, {} messages of 128 bytes, 100 in flight",
+            args.bus_messages
+        );
+        let nats = bus_vs_nats::jetstream(&args.nats_url, args.bus_messages).await;
+        let ours = bus_vs_nats::embedded(&args.data_dir, args.bus_messages).await?;
+        match nats {
+            Ok(nats) => {
+                println!("  NATS JetStream, file storage (baseline)      {nats:>9.0} msg/s");
+                println!("  keel embedded bus (SQLite, fsync per commit) {ours:>9.0} msg/s");
+                verdict(
+                    &format!("keel/JetStream = {:.2}×", ours / nats),
+                    ours >= nats,
+                    "target ≥ 1.0×",
+                );
+            }
+            Err(e) => println!(
+                "  keel embedded bus {ours:.0} msg/s; JetStream at {} unavailable: {e}",
+                args.nats_url
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn http_suite(
+    args: &Args,
+    keel: &servers::KeelUnderTest,
+    bare: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    let keel_hello = Target::get(keel.addr, "/hello/Ana", None);
+    let bare_hello = Target::get(bare, "/hello/Ana", None);
     warm_up(&keel_hello).await;
     warm_up(&bare_hello).await;
     let base = load::run(&bare_hello, args.connections, duration, None, false).await;
@@ -122,16 +173,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "target ≤ 5 ms",
     );
 
-    let keel_next = Target {
-        addr: keel.addr,
-        path: "/v1/next".into(),
-        bearer: Some(keel.operator_key.clone()),
-    };
-    let bare_next = Target {
-        addr: bare,
-        path: "/v1/next".into(),
-        bearer: None,
-    };
+    let keel_next = Target::get(keel.addr, "/v1/next", Some(&keel.operator_key));
+    let bare_next = Target::get(bare, "/v1/next", None);
     let commits_before = keel
         .write_stats
         .commits
@@ -169,7 +212,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(label: &str, o: &load::Outcome) {
+pub(crate) fn row(label: &str, o: &load::Outcome) {
     println!(
         "  {label:<42} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}{}",
         o.rate(),
@@ -184,7 +227,7 @@ fn row(label: &str, o: &load::Outcome) {
     );
 }
 
-fn verdict(what: &str, met: bool, target: &str) {
+pub(crate) fn verdict(what: &str, met: bool, target: &str) {
     println!(
         "  => {what} ({target}): {}",
         if met { "MET" } else { "MISSED" }

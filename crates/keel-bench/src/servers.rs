@@ -46,6 +46,7 @@ pub async fn start_keel(data_dir: &Path) -> anyhow::Result<KeelUnderTest> {
     // sink), so formatting them is part of what is measured.
     let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));
     let state = AppState::with_request_log(store, Arc::new(SystemClock), config, request_log);
+    keel_server::workers::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(keel_server::serve(listener, state, std::future::pending()));
@@ -65,6 +66,16 @@ pub async fn start_bare_axum(hello_message: String) -> anyhow::Result<SocketAddr
             get(move || {
                 let message = hello_message.clone();
                 async move { Json(json!({"message": message})) }
+            }),
+        )
+        .route(
+            "/v1/collections/{collection}/records",
+            axum::routing::post(|Json(body): Json<serde_json::Value>| async move {
+                // Parse, mint ids, answer 202: the same shape as Keel, without the
+                // durability, auth or pipeline.
+                let n = body.get("records").and_then(|r| r.as_array()).map_or(1, Vec::len);
+                let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+                (axum::http::StatusCode::ACCEPTED, Json(json!({"ids": ids})))
             }),
         )
         .route(

@@ -1,0 +1,157 @@
+//! The bus alone, at library level: publish + consume + ack of 128-byte messages
+//! through Keel's embedded bus, beside NATS JetStream with file storage on the same
+//! machine (target ≥ 1.0× JetStream's rate).
+//!
+//! Both sides keep 100 messages in flight: Keel publishes batches of 100 (one
+//! durable commit each) from 4 publishers and its consumer receives up to 100 and
+//! acks them in one call; JetStream publishers keep 100 acknowledged publishes
+//! outstanding each, and its consumer fetches 100 and acks each (double-acked, so
+//! the ack is as durable as Keel's).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{self, consumer::pull, stream::StorageType};
+use futures::StreamExt;
+use keel_core::bus::{BusName, DeliveryPolicy};
+use keel_store::{
+    bus::{Bus, FilterScope, OutgoingMessage, Subscription},
+    sqlite::SqliteStore,
+    TenantId,
+};
+use serde_json::{json, Map, Value};
+
+const PUBLISHERS: usize = 4;
+const BATCH: usize = 100;
+
+fn payload() -> String {
+    // A 128-byte message body.
+    "x".repeat(128)
+}
+
+pub async fn embedded(data_dir: &std::path::Path, total: usize) -> anyhow::Result<f64> {
+    let dir = data_dir.join("bus-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir.join("keel.db"))?);
+    let tenant = TenantId::default_tenant();
+    let topic = BusName::parse("bench", "/t").map_err(anyhow::Error::msg)?;
+    let name = BusName::parse("q", "/s").map_err(anyhow::Error::msg)?;
+    store
+        .put_subscription(
+            &tenant,
+            Subscription {
+                topic: topic.clone(),
+                name: name.clone(),
+                filter: None,
+                filter_scope: FilterScope::Attributes,
+                target: json!({"type": "queue"}),
+                delivery: DeliveryPolicy::default(),
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+        )
+        .await?;
+    let body = Value::String(payload());
+    let started = Instant::now();
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let (store, tenant, topic, body) =
+            (store.clone(), tenant.clone(), topic.clone(), body.clone());
+        publishers.push(tokio::spawn(async move {
+            for _ in 0..total / PUBLISHERS / BATCH {
+                let batch = (0..BATCH)
+                    .map(|_| OutgoingMessage {
+                        body: body.clone(),
+                        attributes: Map::new(),
+                        dedup_id: None,
+                    })
+                    .collect();
+                store.publish(&tenant, &topic, batch).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut consumed = 0;
+    let expected = total / PUBLISHERS / BATCH * PUBLISHERS * BATCH;
+    while consumed < expected {
+        let got = store
+            .receive(&tenant, &topic, &name, BATCH as u32, 30)
+            .await?;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        consumed += got.len();
+        let receipts = got.into_iter().map(|d| d.receipt).collect();
+        let not_current = store.ack(&tenant, &topic, &name, receipts).await?;
+        anyhow::ensure!(not_current.is_empty(), "acks failed");
+    }
+    for p in publishers {
+        p.await??;
+    }
+    Ok(consumed as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn jetstream(url: &str, total: usize) -> anyhow::Result<f64> {
+    let client = async_nats::connect(url).await?;
+    let js = jetstream::new(client);
+    let _ = js.delete_stream("KEELBENCH").await;
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "KEELBENCH".into(),
+            subjects: vec!["keelbench.>".into()],
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("q".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let body = bytes::Bytes::from(payload());
+    let started = Instant::now();
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let (js, body) = (js.clone(), body.clone());
+        publishers.push(tokio::spawn(async move {
+            for _ in 0..total / PUBLISHERS / BATCH {
+                let mut acks = Vec::with_capacity(BATCH);
+                for _ in 0..BATCH {
+                    acks.push(js.publish("keelbench.q", body.clone()).await?);
+                }
+                for ack in acks {
+                    ack.await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let expected = total / PUBLISHERS / BATCH * PUBLISHERS * BATCH;
+    let mut consumed = 0;
+    while consumed < expected {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(BATCH)
+            .expires(Duration::from_millis(100))
+            .messages()
+            .await?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            message
+                .double_ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            consumed += 1;
+        }
+    }
+    for p in publishers {
+        p.await??;
+    }
+    let rate = consumed as f64 / started.elapsed().as_secs_f64();
+    let _ = js.delete_stream("KEELBENCH").await;
+    Ok(rate)
+}
