@@ -5,7 +5,7 @@
 //! expire (the read-cache TTL); a Redis-backed cache will carry the bumps across
 //! replicas.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use keel_store::TenantId;
 use parking_lot::Mutex;
@@ -16,6 +16,8 @@ use crate::read_cache::ReadCache;
 pub struct CollectionReads {
     cache: ReadCache<String, Value>,
     generations: Mutex<HashMap<String, u64>>,
+    /// Collections whose feeding subscription this process has seen exist.
+    fed: Mutex<HashSet<String>>,
 }
 
 impl CollectionReads {
@@ -23,6 +25,7 @@ impl CollectionReads {
         Self {
             cache,
             generations: Mutex::new(HashMap::new()),
+            fed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -43,6 +46,14 @@ impl CollectionReads {
 
     pub fn insert(&self, key: String, value: Value) {
         self.cache.insert(key, value);
+    }
+
+    pub fn is_fed(&self, tenant: &TenantId, collection: &str) -> bool {
+        self.fed.lock().contains(&Self::scope(tenant, collection))
+    }
+
+    pub fn mark_fed(&self, tenant: &TenantId, collection: &str) {
+        self.fed.lock().insert(Self::scope(tenant, collection));
     }
 
     /// Called after every write to the collection through this process.

@@ -105,6 +105,7 @@ async fn ensure_feed(state: &AppState, tenant: &TenantId, collection: &BusName) 
             },
         )
         .await?;
+    state.collection_reads.mark_fed(tenant, collection.as_str());
     Ok(())
 }
 

@@ -1,5 +1,5 @@
--- The embedded event bus: topics, subscriptions, messages, and one queue entry per
--- (subscription, matching message). Times are microseconds since the Unix epoch.
+-- The embedded event bus: topics, subscriptions, dedup ids, and one queue entry
+-- per (subscription, matching message). Times are microseconds since the Unix epoch.
 
 CREATE TABLE topics (
     tenant_id   TEXT NOT NULL REFERENCES tenants(id),
@@ -23,16 +23,6 @@ CREATE TABLE subscriptions (
     FOREIGN KEY (tenant_id, topic) REFERENCES topics (tenant_id, name)
 ) STRICT, WITHOUT ROWID;
 
-CREATE TABLE messages (
-    seq           INTEGER PRIMARY KEY,
-    tenant_id     TEXT NOT NULL,
-    topic         TEXT NOT NULL,
-    id            TEXT NOT NULL,
-    body          TEXT NOT NULL,
-    attributes    TEXT NOT NULL,
-    published_at  INTEGER NOT NULL
-) STRICT;
-
 -- Publish ids seen within the dedup window.
 CREATE TABLE message_dedup (
     tenant_id   TEXT NOT NULL,
@@ -42,14 +32,22 @@ CREATE TABLE message_dedup (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, topic, dedup_id)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX message_dedup_expiry ON message_dedup (expires_at);
 
--- A subscription's queue. state 0 = queued (visible at visible_at), 1 = dead letter.
+-- A subscription's queue: one row per (subscription, matching message), carrying
+-- its own copy of the message, as an SQS queue behind an SNS topic does. Fan-out
+-- copies the body; in exchange a queue entry is one row, with no join on receive
+-- and nothing to garbage-collect when it is acked.
+-- state 0 = queued (visible at visible_at), 1 = dead letter.
 CREATE TABLE deliveries (
     seq            INTEGER PRIMARY KEY,
     tenant_id      TEXT NOT NULL,
     topic          TEXT NOT NULL,
     subscription   TEXT NOT NULL,
-    message_seq    INTEGER NOT NULL REFERENCES messages(seq),
+    message_id     TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    attributes     TEXT NOT NULL,
+    published_at   INTEGER NOT NULL,
     state          INTEGER NOT NULL DEFAULT 0,
     visible_at     INTEGER NOT NULL,
     receive_count  INTEGER NOT NULL DEFAULT 0,

@@ -27,6 +27,3 @@ CREATE TABLE delivery_attempts (
     latency_ms    REAL NOT NULL
 ) STRICT;
 CREATE INDEX delivery_attempts_by_subscription ON delivery_attempts (tenant_id, topic, subscription, seq);
-
--- So a message row can be dropped once its last queue entry is gone.
-CREATE INDEX deliveries_by_message ON deliveries (message_seq);

@@ -8,6 +8,15 @@ use keel_core::{
     bus::{BusName, DeliveryPolicy},
     filter::FilterPolicy,
 };
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -41,21 +50,62 @@ fn json_map(text: &str) -> StoreResult<Map<String, Value>> {
     }
 }
 
-/// Drops a message once no queue entry refers to it any more.
-pub(super) fn drop_orphan_message(conn: &Connection, message_seq: i64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "DELETE FROM messages WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_seq = ?1)",
-    )?
-    .execute([message_seq])?;
-    Ok(())
-}
-
 fn ensure_topic_row(conn: &Connection, tenant: &str, topic: &str, now: i64) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO topics (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![tenant, topic, now])?;
     Ok(())
+}
+
+/// A topic's subscriptions with their parsed filters: where a publish fans out.
+pub(super) type Routes = Arc<Vec<(String, FilterScope, FilterPolicy)>>;
+
+/// In-memory state of the writer thread's bus work. Only writer jobs touch it,
+/// and they run one at a time in commit order, so it matches what the database
+/// says (a batch that fails to commit only costs a reload).
+#[derive(Default)]
+pub(super) struct BusCache {
+    routes: Mutex<HashMap<(String, String), Routes>>,
+    /// When expired dedup ids were last swept (µs).
+    last_sweep: AtomicI64,
+}
+
+impl BusCache {
+    /// The topic's routes; the first call per topic also makes sure it exists.
+    fn routes(
+        &self,
+        conn: &Connection,
+        tenant: &str,
+        topic: &str,
+        now: i64,
+    ) -> StoreResult<Routes> {
+        let key = (tenant.to_owned(), topic.to_owned());
+        if let Some(routes) = self.routes.lock().get(&key) {
+            return Ok(routes.clone());
+        }
+        ensure_topic_row(conn, tenant, topic, now)?;
+        let routes: Routes = Arc::new(routing(conn, tenant, topic)?);
+        self.routes.lock().insert(key, routes.clone());
+        Ok(routes)
+    }
+
+    fn forget(&self, tenant: &str, topic: &str) {
+        self.routes
+            .lock()
+            .remove(&(tenant.to_owned(), topic.to_owned()));
+    }
+
+    /// Deletes expired dedup ids, at most once a second.
+    fn sweep_dedup(&self, conn: &Connection, now: i64) -> StoreResult<()> {
+        if now - self.last_sweep.load(Ordering::Relaxed) < 1_000_000 {
+            return Ok(());
+        }
+        self.last_sweep.store(now, Ordering::Relaxed);
+        conn.prepare_cached("DELETE FROM message_dedup WHERE expires_at <= ?1")?
+            .execute([now])?;
+        Ok(())
+    }
 }
 
 /// The subscriptions of a topic with their parsed filters.
@@ -179,21 +229,21 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             micros(self.clock.now()),
         );
+        let cache = self.bus_cache.clone();
         let ids = self
             .writer
             .execute(move |conn| {
-                ensure_topic_row(conn, &tenant, &topic, now)?;
-                let routes = routing(conn, &tenant, &topic)?;
-                conn.prepare_cached("DELETE FROM message_dedup WHERE tenant_id = ?1 AND topic = ?2 AND expires_at <= ?3")?
-                    .execute(params![tenant, topic, now])?;
+                let routes = cache.routes(conn, &tenant, &topic, now)?;
+                cache.sweep_dedup(conn, now)?;
                 let mut ids = Vec::with_capacity(messages.len());
                 for message in messages {
                     if let Some(dedup) = &message.dedup_id {
                         let seen: Option<String> = conn
                             .prepare_cached(
-                                "SELECT message_id FROM message_dedup WHERE tenant_id = ?1 AND topic = ?2 AND dedup_id = ?3",
+                                "SELECT message_id FROM message_dedup
+                                 WHERE tenant_id = ?1 AND topic = ?2 AND dedup_id = ?3 AND expires_at > ?4",
                             )?
-                            .query_row(params![tenant, topic, dedup], |r| r.get(0))
+                            .query_row(params![tenant, topic, dedup, now], |r| r.get(0))
                             .optional()?;
                         if let Some(first) = seen {
                             ids.push(first);
@@ -201,42 +251,37 @@ impl Bus for SqliteStore {
                         }
                     }
                     let id = uuid::Uuid::now_v7().to_string();
-                    let attributes = Value::Object(message.attributes);
-                    let matched: Vec<&String> = routes
-                        .iter()
-                        .filter(|(_, scope, policy)| {
-                            policy.matches(match scope {
-                                FilterScope::Attributes => &attributes,
-                                FilterScope::Body => &message.body,
-                            })
-                        })
-                        .map(|(name, _, _)| name)
-                        .collect();
                     if let Some(dedup) = &message.dedup_id {
+                        // REPLACE: an expired row the sweep has not reached yet.
                         conn.prepare_cached(
-                            "INSERT INTO message_dedup (tenant_id, topic, dedup_id, message_id, expires_at)
+                            "INSERT OR REPLACE INTO message_dedup (tenant_id, topic, dedup_id, message_id, expires_at)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
                         .execute(params![tenant, topic, dedup, id, now + DEDUP_WINDOW_MICROS])?;
                     }
-                    if matched.is_empty() {
-                        // Like SNS: accepted, and delivered to nobody.
-                        ids.push(id);
-                        continue;
-                    }
-                    conn.prepare_cached(
-                        "INSERT INTO messages (tenant_id, topic, id, body, attributes, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![tenant, topic, id, json_text(&message.body)?, json_text(&attributes)?, now])?;
-                    let seq = conn.last_insert_rowid();
-                    for name in matched {
+                    let attributes = Value::Object(message.attributes);
+                    let mut texts: Option<(String, String)> = None;
+                    for (name, scope, policy) in routes.iter() {
+                        let document = match scope {
+                            FilterScope::Attributes => &attributes,
+                            FilterScope::Body => &message.body,
+                        };
+                        if !policy.matches(document) {
+                            continue;
+                        }
+                        if texts.is_none() {
+                            texts = Some((json_text(&message.body)?, json_text(&attributes)?));
+                        }
+                        let (body, attrs) = texts.as_ref().expect("set above");
                         conn.prepare_cached(
-                            "INSERT INTO deliveries (tenant_id, topic, subscription, message_seq, visible_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            "INSERT INTO deliveries
+                                (tenant_id, topic, subscription, message_id, body, attributes, published_at, visible_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                         )?
-                        .execute(params![tenant, topic, name, seq, now])?;
+                        .execute(params![tenant, topic, name, id, body, attrs, now])?;
                     }
+                    // With no matching subscription the message is accepted and
+                    // delivered to nobody, as SNS does.
                     ids.push(id);
                 }
                 Ok(ids)
@@ -258,9 +303,11 @@ impl Bus for SqliteStore {
             ..subscription
         };
         let row = stored.clone();
+        let cache = self.bus_cache.clone();
         self.writer
             .execute(move |conn| {
                 ensure_topic_row(conn, &tenant, row.topic.as_str(), micros(now))?;
+                cache.forget(&tenant, row.topic.as_str());
                 conn.prepare_cached(
                     "INSERT INTO subscriptions (tenant_id, topic, name, filter, filter_scope, target,
                         max_receives, visibility_timeout_s, retry_backoff_s, created_at)
@@ -332,11 +379,11 @@ impl Bus for SqliteStore {
                 loop {
                     let candidates: Vec<(i64, u32, String, String, String, i64)> = conn
                         .prepare_cached(
-                            "SELECT d.seq, d.receive_count, m.id, m.body, m.attributes, m.published_at
-                             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-                             WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3
-                               AND d.state = 0 AND d.visible_at <= ?4
-                             ORDER BY d.visible_at, d.seq LIMIT ?5",
+                            "SELECT seq, receive_count, message_id, body, attributes, published_at
+                             FROM deliveries
+                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
+                               AND state = 0 AND visible_at <= ?4
+                             ORDER BY visible_at, seq LIMIT ?5",
                         )?
                         .query_map(params![tenant, topic, name, now, max as i64 - out.len() as i64], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
@@ -393,15 +440,12 @@ impl Bus for SqliteStore {
         self.writer
             .execute(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0
-                     RETURNING message_seq",
+                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
                 )?;
                 let mut not_current = Vec::new();
                 for receipt in receipts {
-                    let removed: Option<i64> = stmt.query_row(params![receipt, tenant, topic, name], |r| r.get(0)).optional()?;
-                    match removed {
-                        Some(message_seq) => drop_orphan_message(conn, message_seq)?,
-                        None => not_current.push(receipt),
+                    if stmt.execute(params![receipt, tenant, topic, name])? == 0 {
+                        not_current.push(receipt);
                     }
                 }
                 Ok(not_current)
@@ -451,9 +495,9 @@ impl Bus for SqliteStore {
                     "SELECT
                         coalesce(sum(d.state = 0 AND d.visible_at <= ?4), 0),
                         coalesce(sum(d.state = 0 AND d.visible_at > ?4), 0),
-                        min(CASE WHEN d.state = 0 THEN m.published_at END),
+                        min(CASE WHEN d.state = 0 THEN d.published_at END),
                         coalesce(sum(d.state = 1), 0)
-                     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                     FROM deliveries d
                      WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3",
                 )?
                 .query_row(
@@ -476,19 +520,20 @@ impl Bus for SqliteStore {
         name: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeadLetter>> {
-        let rows: Vec<(String, String, String, i64, u32, Option<String>)> = self.readers.read(|conn| {
-            Ok(conn
+        let rows: Vec<(String, String, String, i64, u32, Option<String>)> =
+            self.readers.read(|conn| {
+                Ok(conn
                 .prepare_cached(
-                    "SELECT m.id, m.body, m.attributes, m.published_at, d.receive_count, d.last_error
-                     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-                     WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3 AND d.state = 1
-                     ORDER BY d.seq LIMIT ?4",
+                    "SELECT message_id, body, attributes, published_at, receive_count, last_error
+                     FROM deliveries
+                     WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3 AND state = 1
+                     ORDER BY seq LIMIT ?4",
                 )?
                 .query_map(params![tenant.as_str(), topic.as_str(), name.as_str(), limit], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                 })?
                 .collect::<Result<_, _>>()?)
-        })?;
+            })?;
         rows.into_iter()
             .map(
                 |(id, body, attributes, published, receive_count, last_error)| {
@@ -527,7 +572,7 @@ impl Bus for SqliteStore {
                     None => conn.prepare_cached(reset)?.execute(params![tenant, topic, name, now])?,
                     Some(ids) => {
                         let mut stmt = conn.prepare_cached(&format!(
-                            "{reset} AND message_seq IN (SELECT seq FROM messages WHERE tenant_id = ?1 AND topic = ?2 AND id = ?5)"
+                            "{reset} AND message_id = ?5"
                         ))?;
                         let mut moved = 0;
                         for id in &ids {

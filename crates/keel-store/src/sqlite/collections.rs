@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use keel_core::bus::BusName;
 use rusqlite::{params, OptionalExtension};
 
-use super::{bus::drop_orphan_message, from_micros, SqliteStore};
+use super::{from_micros, SqliteStore};
 use crate::{
     collections::{CollectionStore, DeliveryAttempt, Record},
     Page, PageRequest, StoreError, StoreResult, TenantId,
@@ -50,16 +50,15 @@ impl CollectionStore for SqliteStore {
         let stored = self
             .writer
             .execute(move |conn| {
-                let ready: Vec<(i64, i64, String, String)> = conn
+                let ready: Vec<(i64, String, String)> = conn
                     .prepare_cached(
-                        "SELECT d.seq, d.message_seq, m.id, m.body
-                         FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-                         WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3
-                           AND d.state = 0 AND d.visible_at <= ?4
-                         ORDER BY d.visible_at, d.seq LIMIT ?5",
+                        "SELECT seq, message_id, body FROM deliveries
+                         WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
+                           AND state = 0 AND visible_at <= ?4
+                         ORDER BY visible_at, seq LIMIT ?5",
                     )?
                     .query_map(params![tenant, topic, subscription, now, max], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })?
                     .collect::<Result<_, _>>()?;
                 let mut upsert = conn.prepare_cached(
@@ -69,10 +68,9 @@ impl CollectionStore for SqliteStore {
                         data = excluded.data, updated_at = excluded.updated_at",
                 )?;
                 let mut remove = conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
-                for (seq, message_seq, id, body) in &ready {
+                for (seq, id, body) in &ready {
                     upsert.execute(params![tenant, collection, id, body, now])?;
                     remove.execute([seq])?;
-                    drop_orphan_message(conn, *message_seq)?;
                 }
                 Ok(ready.len())
             })

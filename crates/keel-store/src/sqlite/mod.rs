@@ -33,6 +33,7 @@ pub struct SqliteStore {
     published: Arc<tokio::sync::Notify>,
     /// Woken after the store target writes records (for `?wait=true`).
     stored: Arc<tokio::sync::Notify>,
+    bus_cache: Arc<bus::BusCache>,
 }
 
 impl SqliteStore {
@@ -58,6 +59,7 @@ impl SqliteStore {
             clock,
             published: Arc::new(tokio::sync::Notify::new()),
             stored: Arc::new(tokio::sync::Notify::new()),
+            bus_cache: Arc::default(),
         })
     }
 
