@@ -3,10 +3,11 @@
 //! machine (target ≥ 1.0× JetStream's rate).
 //!
 //! Both sides keep 100 messages in flight: Keel publishes batches of 100 (one
-//! durable commit each) from 4 publishers and its consumer receives up to 100 and
-//! acks them in one call; JetStream publishers keep 100 acknowledged publishes
-//! outstanding each, and its consumer fetches 100 and acks each (double-acked, so
-//! the ack is as durable as Keel's).
+//! durable commit each) from 4 publishers, and its consumer receives up to 100 and
+//! acks them in one call. JetStream publishers keep 100 acknowledged publishes
+//! outstanding each, and its consumer pulls continuously in batches of 100 and
+//! acks every 100th message with `AckPolicy::All` (double-acked: confirmed by the
+//! server, as Keel's ack is durable before it returns).
 
 use std::{
     sync::Arc,
@@ -108,7 +109,7 @@ pub async fn jetstream(url: &str, total: usize) -> anyhow::Result<f64> {
     let consumer = stream
         .create_consumer(pull::Config {
             durable_name: Some("q".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_policy: jetstream::consumer::AckPolicy::All,
             ..Default::default()
         })
         .await?;
@@ -132,20 +133,25 @@ pub async fn jetstream(url: &str, total: usize) -> anyhow::Result<f64> {
     }
     let expected = total / PUBLISHERS / BATCH * PUBLISHERS * BATCH;
     let mut consumed = 0;
+    // A continuous pull (the client keeps fetch requests of 100 in flight), acking
+    // cumulatively every 100 messages.
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .messages()
+        .await?;
     while consumed < expected {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(BATCH)
-            .expires(Duration::from_millis(100))
-            .messages()
-            .await?;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let message = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the JetStream consumer ended"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        consumed += 1;
+        if consumed % BATCH == 0 || consumed == expected {
             message
                 .double_ack()
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            consumed += 1;
         }
     }
     for p in publishers {
