@@ -16,7 +16,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -45,6 +45,10 @@ fn latency_histogram() -> Histogram {
 /// The bus's counters (SPEC §8): published, delivered, acked, dead-lettered, and
 /// built-in worker outcomes and latency per target.
 pub struct BusMetrics {
+    queue_depth: Family<QueueLabels, Gauge>,
+    queue_in_flight: Family<QueueLabels, Gauge>,
+    queue_oldest_age: Family<QueueLabels, Gauge>,
+    queue_dead_letters: Family<QueueLabels, Gauge>,
     published: Counter,
     delivered: Counter,
     acked: Counter,
@@ -60,6 +64,13 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    tenant: String,
+    topic: String,
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
 }
@@ -67,6 +78,10 @@ struct TargetLabels {
 impl BusMetrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
+            queue_depth: Family::default(),
+            queue_in_flight: Family::default(),
+            queue_oldest_age: Family::default(),
+            queue_dead_letters: Family::default(),
             published: Counter::default(),
             delivered: Counter::default(),
             acked: Counter::default(),
@@ -74,6 +89,30 @@ impl BusMetrics {
             outcomes: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
+        for (name, help, family) in [
+            (
+                "keel_queue_depth",
+                "Messages visible in a subscription's queue",
+                &metrics.queue_depth,
+            ),
+            (
+                "keel_queue_in_flight",
+                "Messages received and not yet acked",
+                &metrics.queue_in_flight,
+            ),
+            (
+                "keel_queue_oldest_age_seconds",
+                "Age of the oldest queued message",
+                &metrics.queue_oldest_age,
+            ),
+            (
+                "keel_queue_dead_letters",
+                "Messages in a subscription's dead-letter queue",
+                &metrics.queue_dead_letters,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "keel_bus_published",
             "Messages accepted by publish",
@@ -105,6 +144,56 @@ impl BusMetrics {
             metrics.latency.clone(),
         );
         metrics
+    }
+
+    /// Replaces the per-queue gauges with a fresh reading (queues that emptied
+    /// disappear rather than keep their last value).
+    pub fn set_queues(
+        &self,
+        queues: &[(
+            keel_store::TenantId,
+            String,
+            String,
+            keel_store::bus::QueueStats,
+        )],
+    ) {
+        for family in [
+            &self.queue_depth,
+            &self.queue_in_flight,
+            &self.queue_oldest_age,
+            &self.queue_dead_letters,
+        ] {
+            family.clear();
+        }
+        for (tenant, topic, subscription, stats) in queues {
+            let labels = QueueLabels {
+                tenant: tenant.to_string(),
+                topic: topic.clone(),
+                subscription: subscription.clone(),
+            };
+            self.queue_depth
+                .get_or_create(&labels)
+                .set(stats.depth as i64);
+            self.queue_in_flight
+                .get_or_create(&labels)
+                .set(stats.in_flight as i64);
+            self.queue_oldest_age
+                .get_or_create(&labels)
+                .set(stats.oldest_age_s as i64);
+            self.queue_dead_letters
+                .get_or_create(&labels)
+                .set(stats.dlq_depth as i64);
+        }
+    }
+
+    /// Totals for `/v1/stats/overview`.
+    pub fn totals(&self) -> BusTotals {
+        BusTotals {
+            published: self.published.get(),
+            delivered: self.delivered.get(),
+            acked: self.acked.get(),
+            dead_lettered: self.dead_lettered.get(),
+        }
     }
 
     pub fn published(&self, n: u64) {
@@ -434,6 +523,15 @@ pub struct Overview {
     pub routes: Vec<RouteSummary>,
     /// Requests in each minute of the window that saw any.
     pub throughput_per_minute: Vec<MinuteCount>,
+}
+
+/// Bus message counts since this process started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BusTotals {
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -335,3 +335,57 @@ async fn another_tenants_queues_are_not_found() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["body"], "secret");
 }
+
+#[tokio::test]
+async fn metrics_report_bus_counts_and_queue_depths() {
+    let app = spawn_app().await;
+    let key = app.register("metrics@example.com").await;
+    subscribe(&app, &key, json!({"target": {"type": "queue"}})).await;
+    let batch: Vec<Value> = (0..3).map(|i| json!({"body": i})).collect();
+    app.post_json("/v1/topics/orders/messages", json!({"messages": batch}))
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let got = receive(&app, &key, json!({"max": 1})).await;
+    app.post_json(
+        "/v1/queues/orders/q/ack",
+        json!({"receipts": [got[0]["receipt"]]}),
+    )
+    .key(&key)
+    .send()
+    .await
+    .unwrap();
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("keel_bus_published_total 3"), "{text}");
+    assert!(text.contains("keel_bus_delivered_total 1"));
+    assert!(text.contains("keel_bus_acked_total 1"));
+    let depth = text
+        .lines()
+        .find(|l| l.starts_with("keel_queue_depth{") && l.contains("topic=\"orders\""))
+        .unwrap();
+    assert!(depth.ends_with(" 2"), "{depth}");
+    assert!(text.contains("keel_store_commits_total"));
+    let overview: Value = app
+        .get("/v1/stats/overview")
+        .key(&app.operator_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(overview["bus"]["published"], 3);
+    assert!(overview["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["route"] == "POST /v1/topics/{topic}/messages"));
+}

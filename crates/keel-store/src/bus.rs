@@ -167,4 +167,7 @@ pub trait Bus: Send + Sync {
     /// Every subscription whose target is a built-in worker (anything but
     /// `queue`), across tenants: what the worker role serves.
     async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>>;
+    /// Statistics of every queue that holds anything, across tenants (for
+    /// `/metrics`): (tenant, topic, subscription, stats).
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>>;
 }

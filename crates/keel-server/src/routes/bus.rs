@@ -162,6 +162,7 @@ pub async fn publish(
         .store
         .publish(&key.tenant_id, &topic, messages)
         .await?;
+    state.telemetry.bus.published(ids.len() as u64);
     let mut response = (StatusCode::ACCEPTED, Json(Published { ids })).into_response();
     response
         .extensions_mut()
@@ -464,6 +465,10 @@ pub async fn ack(
             "no receipt was current: unknown, already acked, or redelivered since".into(),
         ));
     }
+    state
+        .telemetry
+        .bus
+        .acked((total - not_current.len()) as u64);
     Ok(Json(Acked {
         acked: total - not_current.len(),
         not_current,

@@ -16,7 +16,7 @@ use crate::{
     extract::Query,
     problem::{ApiError, ApiResult, Problem},
     state::AppState,
-    telemetry::{parse_window, Overview},
+    telemetry::{parse_window, BusTotals, Overview},
 };
 
 #[derive(Serialize, ToSchema)]
@@ -58,12 +58,25 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult
             }
         }
     }
+    match state.store.all_queue_stats().await {
+        Ok(queues) => state.telemetry.bus.set_queues(&queues),
+        Err(e) => tracing::warn!(error = %e, "metrics: queue statistics unavailable"),
+    }
     let mut response = state.telemetry.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// The request overview plus the bus's message counts.
+#[derive(Serialize, ToSchema)]
+pub struct OverviewWithBus {
+    #[serde(flatten)]
+    pub overview: Overview,
+    /// Since this process started.
+    pub bus: BusTotals,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -75,12 +88,12 @@ pub struct WindowQuery {
 /// Latency percentiles, error rates and throughput per minute, overall and per
 /// route, for this process. Needs an `operator` key: it spans every tenant.
 #[utoipa::path(get, path = "/v1/stats/overview", tag = "operations", security(("bearer" = [])), params(WindowQuery),
-    responses((status = 200, body = Overview), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = OverviewWithBus), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn stats_overview(
     State(state): State<AppState>,
     Authed(key): Authed,
     Query(query): Query<WindowQuery>,
-) -> ApiResult<Json<Overview>> {
+) -> ApiResult<Json<OverviewWithBus>> {
     key.require(Scope::Operator)?;
     let raw = query.window.as_deref().unwrap_or("1h");
     let minutes = parse_window(raw).ok_or_else(|| {
@@ -89,5 +102,8 @@ pub async fn stats_overview(
             "window must be like 5m, 1h or 24h, at most 24h",
         ))
     })?;
-    Ok(Json(state.telemetry.stats.overview(minutes)))
+    Ok(Json(OverviewWithBus {
+        overview: state.telemetry.stats.overview(minutes),
+        bus: state.telemetry.bus.totals(),
+    }))
 }

@@ -51,8 +51,7 @@ CREATE TABLE deliveries (
     state          INTEGER NOT NULL DEFAULT 0,
     visible_at     INTEGER NOT NULL,
     receive_count  INTEGER NOT NULL DEFAULT 0,
-    receipt        TEXT,
+    receipt        TEXT,              -- nonce of the current receive, if in flight
     last_error     TEXT
 ) STRICT;
 CREATE INDEX deliveries_ready ON deliveries (tenant_id, topic, subscription, state, visible_at, seq);
-CREATE UNIQUE INDEX deliveries_by_receipt ON deliveries (receipt) WHERE receipt IS NOT NULL;

@@ -26,6 +26,14 @@ use crate::{
     StoreError, StoreResult, TenantId,
 };
 
+/// A receipt is `<queue entry seq>-<random nonce>`: the seq finds the entry by its
+/// primary key, the nonce (stored with it, replaced on every receive) proves the
+/// receipt is the current one. No index on receipts is needed.
+fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
+    let (seq, nonce) = receipt.split_once('-')?;
+    Some((seq.parse().ok()?, nonce))
+}
+
 /// How long a publish id is remembered (SPEC §4: 5 minutes).
 const DEDUP_WINDOW_MICROS: i64 = 5 * 60 * 1_000_000;
 
@@ -180,6 +188,46 @@ fn subscription_from_row(
 
 #[async_trait]
 impl Bus for SqliteStore {
+    async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>> {
+        let now = micros(self.clock.now());
+        type Row = (String, String, String, i64, i64, Option<i64>, i64);
+        let rows: Vec<Row> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT tenant_id, topic, subscription,
+                        coalesce(sum(state = 0 AND visible_at <= ?1), 0),
+                        coalesce(sum(state = 0 AND visible_at > ?1), 0),
+                        min(CASE WHEN state = 0 THEN published_at END),
+                        coalesce(sum(state = 1), 0)
+                     FROM deliveries GROUP BY tenant_id, topic, subscription",
+                )?
+                .query_map([now], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, topic, name, depth, in_flight, oldest, dead)| {
+                let stats = QueueStats {
+                    depth: depth as u64,
+                    in_flight: in_flight as u64,
+                    oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
+                    dlq_depth: dead as u64,
+                };
+                (TenantId(tenant), topic, name, stats)
+            })
+            .collect())
+    }
+
     async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>> {
         let rows = self.readers.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -402,11 +450,12 @@ impl Bus for SqliteStore {
                             .execute([seq])?;
                             continue;
                         }
-                        let receipt = uuid::Uuid::new_v4().simple().to_string();
+                        let nonce = uuid::Uuid::new_v4().simple().to_string();
                         conn.prepare_cached(
                             "UPDATE deliveries SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
                         )?
-                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, receipt])?;
+                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, nonce])?;
+                        let receipt = format!("{seq}-{nonce}");
                         out.push(Delivery {
                             receipt,
                             receive_count: count + 1,
@@ -440,11 +489,16 @@ impl Bus for SqliteStore {
         self.writer
             .execute(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "DELETE FROM deliveries WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                    "DELETE FROM deliveries
+                     WHERE seq = ?1 AND receipt = ?2 AND tenant_id = ?3 AND topic = ?4 AND subscription = ?5 AND state = 0",
                 )?;
                 let mut not_current = Vec::new();
                 for receipt in receipts {
-                    if stmt.execute(params![receipt, tenant, topic, name])? == 0 {
+                    let acked = match parse_receipt(&receipt) {
+                        Some((seq, nonce)) => stmt.execute(params![seq, nonce, tenant, topic, name])? == 1,
+                        None => false,
+                    };
+                    if !acked {
                         not_current.push(receipt);
                     }
                 }
@@ -469,14 +523,19 @@ impl Bus for SqliteStore {
             receipt.to_owned(),
         );
         let visible_at = micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
+        let Some((seq, nonce)) =
+            parse_receipt(&receipt).map(|(seq, nonce)| (seq, nonce.to_owned()))
+        else {
+            return Ok(false);
+        };
         self.writer
             .execute(move |conn| {
                 let changed = conn
                     .prepare_cached(
-                        "UPDATE deliveries SET visible_at = ?5, receipt = NULL, last_error = coalesce(?6, last_error)
-                         WHERE receipt = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                        "UPDATE deliveries SET visible_at = ?6, receipt = NULL, last_error = coalesce(?7, last_error)
+                         WHERE seq = ?1 AND receipt = ?2 AND tenant_id = ?3 AND topic = ?4 AND subscription = ?5 AND state = 0",
                     )?
-                    .execute(params![receipt, tenant, topic, name, visible_at, error])?;
+                    .execute(params![seq, nonce, tenant, topic, name, visible_at, error])?;
                 Ok(changed == 1)
             })
             .await
