@@ -16,6 +16,7 @@ mod bus_vs_nats;
 mod load;
 mod pipeline;
 mod servers;
+mod soak;
 mod startup;
 
 /// The same allocator the `keel` binary uses.
@@ -42,7 +43,7 @@ struct Args {
     /// it does not exist; build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
-    /// Which measurements: http, pipeline, bus, startup, or all.
+    /// Which measurements: http, pipeline, bus, soak, startup (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -51,6 +52,9 @@ struct Args {
     /// Messages per bus comparison run.
     #[arg(long, default_value_t = 200_000)]
     bus_messages: usize,
+    /// kill -9 cycles of the crash soak (suite `soak`, needs the release binary).
+    #[arg(long, default_value_t = 20)]
+    kill_cycles: usize,
 }
 
 impl Args {
@@ -66,6 +70,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(&args))?;
+    if args.wants("soak") {
+        runtime.block_on(soak::run(
+            &args.keel_binary,
+            &args.data_dir,
+            args.kill_cycles,
+        ))?;
+    }
     if !args.wants("startup") {
         return Ok(());
     }
