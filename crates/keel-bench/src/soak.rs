@@ -84,7 +84,8 @@ pub async fn run(binary: &Path, data_dir: &Path, cycles: usize) -> anyhow::Resul
         }
     }
     let child = start(binary, &dir, addr)?;
-    let result = verify(addr, &accepted.lock().expect("not poisoned")).await;
+    let accepted = accepted.lock().expect("not poisoned").clone();
+    let result = verify(addr, &accepted).await;
     let mut child = child;
     child.kill()?;
     child.wait()?;
