@@ -72,6 +72,32 @@ pub struct Published {
     pub ids: Vec<String>,
 }
 
+/// Parses the items of a batch (`{"<field>": [...]}`): 1 to [`MAX_BATCH`] of them
+/// (more is 413), each with `parse` and its pointer.
+pub fn parse_batch<T>(
+    items: &[Value],
+    field: &str,
+    parse: impl Fn(&Value, &str) -> Result<T, FieldError>,
+) -> ApiResult<Vec<T>> {
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "at most {MAX_BATCH} {field} per call"
+        )));
+    }
+    if items.is_empty() {
+        return Err(ApiError::field(FieldError::new(
+            format!("/{field}"),
+            format!("{field} is empty"),
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse(item, &format!("/{field}/{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::field)
+}
+
 /// Parses one message: `{"body": any, "attributes"?: {k: string | number}, "id"?: string}`.
 fn parse_message(value: &Value, pointer: &str) -> Result<OutgoingMessage, FieldError> {
     let object = value
@@ -132,24 +158,7 @@ pub async fn publish(
     key.require(Scope::Write)?;
     let topic = topic_name(&topic)?;
     let messages = match body.get("messages") {
-        Some(Value::Array(list)) => {
-            if list.len() > MAX_BATCH {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "at most {MAX_BATCH} messages per call"
-                )));
-            }
-            if list.is_empty() {
-                return Err(ApiError::field(FieldError::new(
-                    "/messages",
-                    "messages is empty",
-                )));
-            }
-            list.iter()
-                .enumerate()
-                .map(|(i, m)| parse_message(m, &format!("/messages/{i}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::field)?
-        }
+        Some(Value::Array(list)) => parse_batch(list, "messages", parse_message)?,
         Some(_) => {
             return Err(ApiError::field(FieldError::new(
                 "/messages",

@@ -30,7 +30,7 @@ use crate::{
     auth::Authed,
     extract::{JsonBody, PageQuery, PathParams, Query},
     problem::{ApiError, ApiResult, Problem},
-    routes::bus::{Published, MAX_BATCH},
+    routes::bus::{parse_batch, Published},
     state::AppState,
 };
 
@@ -123,28 +123,10 @@ fn parse_records(body: Value) -> ApiResult<Vec<Map<String, Value>>> {
     let Some(Value::Array(records)) = object.into_iter().next().map(|(_, v)| v) else {
         unreachable!("checked to be {{\"records\": [...]}} above")
     };
-    if records.len() > MAX_BATCH {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "at most {MAX_BATCH} records per call"
-        )));
-    }
-    if records.is_empty() {
-        return Err(ApiError::field(FieldError::new(
-            "/records",
-            "records is empty",
-        )));
-    }
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| match r {
-            Value::Object(map) => Ok(map),
-            _ => Err(ApiError::field(FieldError::new(
-                format!("/records/{i}"),
-                "a record is a JSON object",
-            ))),
-        })
-        .collect()
+    parse_batch(&records, "records", |record, pointer| match record {
+        Value::Object(map) => Ok(map.clone()),
+        _ => Err(FieldError::new(pointer, "a record is a JSON object")),
+    })
 }
 
 /// Publishes records to the collection's topic (202 with their ids), or with
