@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bus_metrics;
 pub mod collection_reads;
 pub mod edge;
 pub mod extract;

@@ -16,7 +16,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::{ConstGauge, Gauge},
+        gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -37,208 +37,12 @@ struct RouteLabels {
     method: String,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     // 0.25 ms … ~8 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
-/// The bus's counters (SPEC §8): published, delivered, acked, dead-lettered, and
-/// built-in worker outcomes and latency per target.
-pub struct BusMetrics {
-    queue_depth: Family<QueueLabels, Gauge>,
-    queue_in_flight: Family<QueueLabels, Gauge>,
-    queue_oldest_age: Family<QueueLabels, Gauge>,
-    queue_dead_letters: Family<QueueLabels, Gauge>,
-    published: Counter,
-    delivered: Counter,
-    acked: Counter,
-    dead_lettered: Counter,
-    outcomes: Family<WorkerLabels, Counter>,
-    latency: Family<TargetLabels, Histogram, fn() -> Histogram>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkerLabels {
-    target: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QueueLabels {
-    tenant: String,
-    topic: String,
-    subscription: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TargetLabels {
-    target: String,
-}
-
-impl BusMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            queue_depth: Family::default(),
-            queue_in_flight: Family::default(),
-            queue_oldest_age: Family::default(),
-            queue_dead_letters: Family::default(),
-            published: Counter::default(),
-            delivered: Counter::default(),
-            acked: Counter::default(),
-            dead_lettered: Counter::default(),
-            outcomes: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
-        };
-        for (name, help, family) in [
-            (
-                "keel_queue_depth",
-                "Messages visible in a subscription's queue",
-                &metrics.queue_depth,
-            ),
-            (
-                "keel_queue_in_flight",
-                "Messages received and not yet acked",
-                &metrics.queue_in_flight,
-            ),
-            (
-                "keel_queue_oldest_age_seconds",
-                "Age of the oldest queued message",
-                &metrics.queue_oldest_age,
-            ),
-            (
-                "keel_queue_dead_letters",
-                "Messages in a subscription's dead-letter queue",
-                &metrics.queue_dead_letters,
-            ),
-        ] {
-            registry.register(name, help, family.clone());
-        }
-        registry.register(
-            "keel_bus_published",
-            "Messages accepted by publish",
-            metrics.published.clone(),
-        );
-        registry.register(
-            "keel_bus_delivered",
-            "Messages handed to consumers and built-in targets",
-            metrics.delivered.clone(),
-        );
-        registry.register(
-            "keel_bus_acked",
-            "Messages acknowledged",
-            metrics.acked.clone(),
-        );
-        registry.register(
-            "keel_bus_dead_lettered",
-            "Messages moved to a dead-letter queue by a built-in target",
-            metrics.dead_lettered.clone(),
-        );
-        registry.register(
-            "keel_worker_outcomes",
-            "Built-in target deliveries by target and outcome",
-            metrics.outcomes.clone(),
-        );
-        registry.register(
-            "keel_worker_duration_seconds",
-            "Built-in target delivery latency by target",
-            metrics.latency.clone(),
-        );
-        metrics
-    }
-
-    /// Replaces the per-queue gauges with a fresh reading (queues that emptied
-    /// disappear rather than keep their last value).
-    pub fn set_queues(
-        &self,
-        queues: &[(
-            keel_store::TenantId,
-            String,
-            String,
-            keel_store::bus::QueueStats,
-        )],
-    ) {
-        for family in [
-            &self.queue_depth,
-            &self.queue_in_flight,
-            &self.queue_oldest_age,
-            &self.queue_dead_letters,
-        ] {
-            family.clear();
-        }
-        for (tenant, topic, subscription, stats) in queues {
-            let labels = QueueLabels {
-                tenant: tenant.to_string(),
-                topic: topic.clone(),
-                subscription: subscription.clone(),
-            };
-            self.queue_depth
-                .get_or_create(&labels)
-                .set(stats.depth as i64);
-            self.queue_in_flight
-                .get_or_create(&labels)
-                .set(stats.in_flight as i64);
-            self.queue_oldest_age
-                .get_or_create(&labels)
-                .set(stats.oldest_age_s as i64);
-            self.queue_dead_letters
-                .get_or_create(&labels)
-                .set(stats.dlq_depth as i64);
-        }
-    }
-
-    /// Totals for `/v1/stats/overview`.
-    pub fn totals(&self) -> BusTotals {
-        BusTotals {
-            published: self.published.get(),
-            delivered: self.delivered.get(),
-            acked: self.acked.get(),
-            dead_lettered: self.dead_lettered.get(),
-        }
-    }
-
-    pub fn published(&self, n: u64) {
-        self.published.inc_by(n);
-    }
-
-    pub fn delivered(&self, n: u64) {
-        self.delivered.inc_by(n);
-    }
-
-    pub fn acked(&self, n: u64) {
-        self.acked.inc_by(n);
-    }
-
-    /// `n` deliveries to a built-in `target` ended in `outcome` after `elapsed`.
-    pub fn worker_outcome(
-        &self,
-        target: &str,
-        outcome: &str,
-        n: u64,
-        elapsed: std::time::Duration,
-    ) {
-        self.outcomes
-            .get_or_create(&WorkerLabels {
-                target: target.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc_by(n);
-        self.latency
-            .get_or_create(&TargetLabels {
-                target: target.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.delivered.inc_by(n);
-        match outcome {
-            "delivered" => {
-                self.acked.inc_by(n);
-            }
-            "dead-lettered" => {
-                self.dead_lettered.inc_by(n);
-            }
-            _ => {}
-        }
-    }
-}
+pub use crate::bus_metrics::{BusMetrics, BusTotals};
 
 pub struct Telemetry {
     pub bus: BusMetrics,
@@ -523,15 +327,6 @@ pub struct Overview {
     pub routes: Vec<RouteSummary>,
     /// Requests in each minute of the window that saw any.
     pub throughput_per_minute: Vec<MinuteCount>,
-}
-
-/// Bus message counts since this process started.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BusTotals {
-    pub published: u64,
-    pub delivered: u64,
-    pub acked: u64,
-    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

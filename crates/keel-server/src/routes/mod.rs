@@ -10,6 +10,7 @@ pub mod counters;
 pub mod hello;
 pub mod me;
 pub mod ops;
+pub mod queues;
 
 use std::sync::OnceLock;
 
@@ -97,13 +98,13 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(bus::put_topic))
         .routes(routes!(bus::publish))
         .routes(routes!(bus::put_subscription, bus::get_subscription))
-        .routes(routes!(bus::receive))
-        .routes(routes!(bus::ack))
-        .routes(routes!(bus::nack))
-        .routes(routes!(bus::stats))
-        .routes(routes!(bus::dead_letters))
-        .routes(routes!(bus::redrive))
-        .routes(routes!(bus::attempts))
+        .routes(routes!(queues::receive))
+        .routes(routes!(queues::ack))
+        .routes(routes!(queues::nack))
+        .routes(routes!(queues::stats))
+        .routes(routes!(queues::dead_letters))
+        .routes(routes!(queues::redrive))
+        .routes(routes!(queues::attempts))
         .routes(routes!(
             collections::post_records,
             collections::list_records

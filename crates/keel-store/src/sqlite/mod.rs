@@ -5,6 +5,7 @@
 //! same write path, so a message and the rows it causes commit together.
 
 mod bus;
+mod bus_support;
 mod collections;
 mod errors;
 mod migrations;
@@ -33,7 +34,7 @@ pub struct SqliteStore {
     published: Arc<tokio::sync::Notify>,
     /// Woken after the store target writes records (for `?wait=true`).
     stored: Arc<tokio::sync::Notify>,
-    bus_cache: Arc<bus::BusCache>,
+    bus_cache: Arc<bus_support::BusCache>,
 }
 
 impl SqliteStore {
