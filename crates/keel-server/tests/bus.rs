@@ -86,15 +86,7 @@ async fn publish_filter_receive_ack() {
         .await
         .unwrap();
     expect_problem(again, 404).await;
-    let stats: Value = app
-        .get("/v1/queues/orders/q")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = app.get_json("/v1/queues/orders/q", &key).await;
     assert_eq!(
         stats,
         json!({"depth": 0, "in_flight": 0, "oldest_age_s": 0, "dlq_depth": 0})
@@ -155,25 +147,11 @@ async fn expiry_dead_letters_and_redrive() {
         receive(&app, &key, json!({})).await.is_empty(),
         "moved to the DLQ instead"
     );
-    let dlq: Value = app
-        .get("/v1/queues/orders/q/dlq")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dlq: Value = app.get_json("/v1/queues/orders/q/dlq", &key).await;
     assert_eq!(dlq["messages"][0]["body"], 7);
     let moved: Value = app
-        .post_json("/v1/queues/orders/q/dlq/redrive", json!({}))
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json_with("/v1/queues/orders/q/dlq/redrive", json!({}), &key)
+        .await;
     assert_eq!(moved["moved"], 1);
     let back = receive(&app, &key, json!({})).await;
     assert_eq!(back[0]["receive_count"], 1);
@@ -188,14 +166,8 @@ async fn expiry_dead_letters_and_redrive() {
         .unwrap();
     assert_eq!(nack.status(), 204);
     let empty: Value = app
-        .post_json("/v1/queues/orders/q/dlq/redrive", json!({}))
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json_with("/v1/queues/orders/q/dlq/redrive", json!({}), &key)
+        .await;
     assert_eq!(empty["moved"], 0);
 }
 
@@ -373,15 +345,7 @@ async fn metrics_report_bus_counts_and_queue_depths() {
         .unwrap();
     assert!(depth.ends_with(" 2"), "{depth}");
     assert!(text.contains("keel_store_commits_total"));
-    let overview: Value = app
-        .get("/v1/stats/overview")
-        .key(&app.operator_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: Value = app.get_json("/v1/stats/overview", &app.operator_key).await;
     assert_eq!(overview["bus"]["published"], 3);
     assert!(overview["routes"]
         .as_array()

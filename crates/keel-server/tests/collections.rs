@@ -45,14 +45,8 @@ async fn wait_true_answers_201_once_stored_and_reads_see_it() {
         assert!(records["records"][0][field].is_string());
     }
     let one: Value = app
-        .get(&format!("/v1/collections/users/records/{id}"))
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/collections/users/records/{id}"), &key)
+        .await;
     assert_eq!(one["data"]["name"], "Ana");
 }
 
@@ -258,24 +252,8 @@ async fn a_subscription_can_store_any_topic_into_a_collection() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stats_a: Value = app
-            .get("/v1/queues/signups/a")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let stats_b: Value = app
-            .get("/v1/queues/signups/b")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats_a: Value = app.get_json("/v1/queues/signups/a", &key).await;
+        let stats_b: Value = app.get_json("/v1/queues/signups/b", &key).await;
         if stats_a["depth"] == 0
             && stats_b["depth"] == 0
             && stats_a["in_flight"] == 0
@@ -286,15 +264,7 @@ async fn a_subscription_can_store_any_topic_into_a_collection() {
         assert!(Instant::now() < deadline, "never drained");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let people: Value = app
-        .get("/v1/collections/people/records")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let people: Value = app.get_json("/v1/collections/people/records", &key).await;
     assert_eq!(people["records"].as_array().unwrap().len(), 1, "{people}");
     assert_eq!(people["records"][0]["data"]["who"], "Cy");
 }

@@ -322,14 +322,8 @@ async fn keys_are_required_and_scoped() {
 
     let admin = app.register("scoped@example.com").await;
     let read_only: Value = app
-        .post_json("/v1/keys", json!({"scopes": ["read"]}))
-        .key(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json_with("/v1/keys", json!({"scopes": ["read"]}), &admin)
+        .await;
     let read_only = read_only["data"]["attributes"]["api_key"].as_str().unwrap();
     assert_eq!(
         value_of(app.get("/v1/current").key(read_only).send().await.unwrap()).await,

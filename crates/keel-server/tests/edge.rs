@@ -205,14 +205,8 @@ async fn stats_overview_reports_percentiles_errors_and_throughput() {
     }
     app.get("/hello/Nobody").send().await.unwrap();
     let overview: Value = app
-        .get("/v1/stats/overview?window=1h")
-        .key(&app.operator_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/stats/overview?window=1h", &app.operator_key)
+        .await;
     assert_eq!(overview["window_minutes"], 60);
     let route = overview["routes"]
         .as_array()

@@ -114,15 +114,7 @@ async fn delivers_signed_messages_and_retries_failures() {
     }
     // Acked on the third try: nothing left, nothing dead.
     wait_for("the ack", async || {
-        let stats: Value = app
-            .get("/v1/queues/events/hook")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = app.get_json("/v1/queues/events/hook", &key).await;
         stats["depth"] == 0 && stats["in_flight"] == 0
     })
     .await;
@@ -132,15 +124,7 @@ async fn delivers_signed_messages_and_retries_failures() {
         3,
         "no delivery after the ack"
     );
-    let attempts: Value = app
-        .get("/v1/queues/events/hook/attempts")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let attempts: Value = app.get_json("/v1/queues/events/hook/attempts", &key).await;
     let outcomes: Vec<(&str, u64)> = attempts["attempts"]
         .as_array()
         .unwrap()
@@ -168,28 +152,12 @@ async fn dead_letters_after_max_receives_with_the_last_error() {
         .await
         .unwrap();
     wait_for("the dead letter", async || {
-        let stats: Value = app
-            .get("/v1/queues/events/hook")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = app.get_json("/v1/queues/events/hook", &key).await;
         stats["dlq_depth"] == 1
     })
     .await;
     assert_eq!(receiver.calls.lock().unwrap().len(), 2);
-    let dlq: Value = app
-        .get("/v1/queues/events/hook/dlq")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dlq: Value = app.get_json("/v1/queues/events/hook/dlq", &key).await;
     assert!(
         dlq["messages"][0]["last_error"]
             .as_str()
@@ -197,28 +165,14 @@ async fn dead_letters_after_max_receives_with_the_last_error() {
             .contains("500"),
         "{dlq}"
     );
-    let attempts: Value = app
-        .get("/v1/queues/events/hook/attempts")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let attempts: Value = app.get_json("/v1/queues/events/hook/attempts", &key).await;
     assert_eq!(attempts["attempts"][0]["outcome"], "dead-lettered");
 
     // Redrive: the receiver is fixed now, and the message arrives.
     *receiver.fail_first.lock().unwrap() = 0;
     let moved: Value = app
-        .post_json("/v1/queues/events/hook/dlq/redrive", json!({}))
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json_with("/v1/queues/events/hook/dlq/redrive", json!({}), &key)
+        .await;
     assert_eq!(moved["moved"], 1);
     wait_for("the redriven delivery", async || {
         receiver.calls.lock().unwrap().len() == 3
@@ -243,27 +197,11 @@ async fn an_unreachable_receiver_is_a_failed_attempt_not_a_crash() {
         .await
         .unwrap();
     wait_for("the dead letter", async || {
-        let stats: Value = app
-            .get("/v1/queues/events/hook")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = app.get_json("/v1/queues/events/hook", &key).await;
         stats["dlq_depth"] == 1
     })
     .await;
-    let attempts: Value = app
-        .get("/v1/queues/events/hook/attempts")
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let attempts: Value = app.get_json("/v1/queues/events/hook/attempts", &key).await;
     assert!(attempts["attempts"][0]["error"]
         .as_str()
         .unwrap()

@@ -73,6 +73,30 @@ impl TestApp {
         self.request(Method::PUT, path).json(&body)
     }
 
+    /// GET with a key, body as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.get(path)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POST a JSON body with a key, answer as JSON (whatever the status).
+    pub async fn post_json_with(&self, path: &str, body: Value, key: &str) -> Value {
+        self.post_json(path, body)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn set_today(&self, rfc3339: &str) {
         self.clock.set(rfc3339.parse().unwrap());
     }
