@@ -207,3 +207,44 @@ async fn an_unreachable_receiver_is_a_failed_attempt_not_a_crash() {
         .unwrap()
         .contains("request failed"));
 }
+
+#[tokio::test]
+async fn a_changed_url_takes_effect_without_a_restart() {
+    let app = spawn_app().await;
+    let key = app.register("moved@example.com").await;
+    let (first_url, first) = start_receiver(0).await;
+    let (second_url, second) = start_receiver(0).await;
+    subscribe(&app, &key, &first_url, 5).await;
+    app.post_json(
+        "/v1/topics/events/messages",
+        json!({"body": "to the first"}),
+    )
+    .key(&key)
+    .send()
+    .await
+    .unwrap();
+    wait_for("the first receiver", async || {
+        first.calls.lock().unwrap().len() == 1
+    })
+    .await;
+    subscribe(&app, &key, &second_url, 5).await;
+    // The supervisor notices the change on its next pass (at most ~1.5 s).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    app.post_json(
+        "/v1/topics/events/messages",
+        json!({"body": "to the second"}),
+    )
+    .key(&key)
+    .send()
+    .await
+    .unwrap();
+    wait_for("the second receiver", async || {
+        second.calls.lock().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(
+        first.calls.lock().unwrap().len(),
+        1,
+        "the old URL is no longer used"
+    );
+}

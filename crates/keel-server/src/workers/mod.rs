@@ -17,7 +17,7 @@ use std::{collections::HashMap, time::Duration};
 
 use keel_core::bus::Target;
 use keel_store::{bus::Subscription, TenantId};
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 use crate::state::AppState;
 
@@ -33,10 +33,26 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(supervise(state))
 }
 
+/// A running webhook deliverer, with what it was started for and how to retire it.
+struct RunningWebhook {
+    task: JoinHandle<()>,
+    retire: watch::Sender<bool>,
+    target: serde_json::Value,
+    delivery: keel_core::bus::DeliveryPolicy,
+}
+
+impl RunningWebhook {
+    /// Asks the task to stop after its in-flight calls, and waits for it.
+    async fn retire(self) {
+        let _ = self.retire.send(true);
+        let _ = self.task.await;
+    }
+}
+
 async fn supervise(state: AppState) {
     let arrivals = state.store.arrivals();
     let mut stop = state.stop_signal();
-    let mut webhooks: HashMap<SubscriptionKey, JoinHandle<()>> = HashMap::new();
+    let mut webhooks: HashMap<SubscriptionKey, RunningWebhook> = HashMap::new();
     let mut subscriptions: Vec<(TenantId, Subscription)> = Vec::new();
     let mut listed_at: Option<Instant> = None;
     while !*stop.borrow() {
@@ -54,6 +70,30 @@ async fn supervise(state: AppState) {
                 Err(e) => tracing::warn!(error = %e, "worker: cannot list subscriptions"),
             }
         }
+        // Retire deliverers whose subscription is gone or no longer a webhook; a
+        // changed URL, secret or policy gets a fresh deliverer below.
+        let current: std::collections::HashSet<SubscriptionKey> = subscriptions
+            .iter()
+            .filter(|(_, s)| matches!(Target::parse(&s.target), Ok(Target::Webhook { .. })))
+            .map(|(tenant, s)| {
+                (
+                    tenant.clone(),
+                    s.topic.as_str().to_owned(),
+                    s.name.as_str().to_owned(),
+                )
+            })
+            .collect();
+        let gone: Vec<SubscriptionKey> = webhooks
+            .keys()
+            .filter(|k| !current.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(running) = webhooks.remove(&key) {
+                // In the background: its in-flight calls must not hold up the others.
+                tokio::spawn(running.retire());
+            }
+        }
         for (tenant, subscription) in &subscriptions {
             match Target::parse(&subscription.target) {
                 Ok(Target::Store { collection }) => {
@@ -65,8 +105,15 @@ async fn supervise(state: AppState) {
                         subscription.topic.as_str().to_owned(),
                         subscription.name.as_str().to_owned(),
                     );
-                    let running = webhooks.get(&key).is_some_and(|h| !h.is_finished());
-                    if !running {
+                    let up_to_date = webhooks.get(&key).is_some_and(|r| {
+                        !r.task.is_finished()
+                            && r.target == subscription.target
+                            && r.delivery == subscription.delivery
+                    });
+                    if !up_to_date {
+                        if let Some(old) = webhooks.remove(&key) {
+                            tokio::spawn(old.retire());
+                        }
                         let task = webhook::Deliverer::new(
                             state.clone(),
                             tenant.clone(),
@@ -74,7 +121,16 @@ async fn supervise(state: AppState) {
                             url,
                             secret,
                         );
-                        webhooks.insert(key, tokio::spawn(task.run(stop.clone())));
+                        let (retire, retired) = watch::channel(false);
+                        webhooks.insert(
+                            key,
+                            RunningWebhook {
+                                task: tokio::spawn(task.run(retired)),
+                                retire,
+                                target: subscription.target.clone(),
+                                delivery: subscription.delivery.clone(),
+                            },
+                        );
                     }
                 }
                 Ok(Target::Queue) | Err(_) => {}
@@ -86,8 +142,8 @@ async fn supervise(state: AppState) {
             _ = stop.changed() => {}
         }
     }
-    for (_, task) in webhooks {
-        let _ = task.await;
+    for (_, running) in webhooks {
+        running.retire().await;
     }
     tracing::info!("workers stopped");
 }
