@@ -87,6 +87,22 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
+impl PageRequest {
+    /// For listings ordered by a row sequence, newest first: rows below this seq
+    /// come next. A cursor this server never issued is invalid input.
+    pub fn before_seq(&self) -> crate::StoreResult<i64> {
+        match &self.cursor {
+            None => Ok(i64::MAX),
+            Some(c) => c
+                .parse::<i64>()
+                .map_err(|_| crate::StoreError::InvalidInput {
+                    field: "cursor",
+                    why: "not a cursor this server issued".into(),
+                }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -94,6 +110,16 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A newest-first page of rows fetched as `(seq, item)` with `seq < before`
+    /// (see [`PageRequest::before_seq`]): the cursor is the last row's seq.
+    pub fn from_seq_rows(rows: Vec<(i64, T)>, limit: u32) -> Self {
+        let page = Page::from_overfetch(rows, limit, |(seq, _)| seq.to_string());
+        Page {
+            items: page.items.into_iter().map(|(_, item)| item).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+
     /// Builds a page from `limit + 1` fetched rows: the extra row only says that
     /// there is more, and the cursor is the last row kept.
     pub fn from_overfetch(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Self {

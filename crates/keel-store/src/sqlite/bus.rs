@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::{
     bus_support::{
-        ensure_topic_row, json_map, json_text, json_value, micros, parse_receipt,
-        subscription_from_row, DEDUP_WINDOW_MICROS,
+        ensure_topic_row, json_map, json_text, json_value, parse_receipt, subscription_from_row,
+        DEDUP_WINDOW_MICROS,
     },
-    from_micros, SqliteStore,
+    from_micros, to_micros, SqliteStore,
 };
 use crate::{
     bus::{Bus, DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, Subscription},
@@ -22,7 +22,7 @@ use crate::{
 #[async_trait]
 impl Bus for SqliteStore {
     async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>> {
-        let now = micros(self.clock.now());
+        let now = to_micros(self.clock.now());
         type Row = (String, String, String, i64, i64, Option<i64>, i64);
         let rows: Vec<Row> = self.readers.read(|conn| {
             Ok(conn
@@ -92,7 +92,7 @@ impl Bus for SqliteStore {
         let (tenant, topic, now) = (
             tenant.0.clone(),
             topic.as_str().to_owned(),
-            micros(self.clock.now()),
+            to_micros(self.clock.now()),
         );
         self.writer
             .execute(move |conn| ensure_topic_row(conn, &tenant, &topic, now))
@@ -108,7 +108,7 @@ impl Bus for SqliteStore {
         let (tenant, topic, now) = (
             tenant.0.clone(),
             topic.as_str().to_owned(),
-            micros(self.clock.now()),
+            to_micros(self.clock.now()),
         );
         let cache = self.bus_cache.clone();
         let ids = self
@@ -187,7 +187,7 @@ impl Bus for SqliteStore {
         let cache = self.bus_cache.clone();
         self.writer
             .execute(move |conn| {
-                ensure_topic_row(conn, &tenant, row.topic.as_str(), micros(now))?;
+                ensure_topic_row(conn, &tenant, row.topic.as_str(), to_micros(now))?;
                 cache.forget(&tenant, row.topic.as_str());
                 conn.prepare_cached(
                     "INSERT INTO subscriptions (tenant_id, topic, name, filter, filter_scope, target,
@@ -209,7 +209,7 @@ impl Bus for SqliteStore {
                     row.delivery.max_receives,
                     row.delivery.visibility_timeout_s,
                     json_text(&row.delivery.retry_backoff_s)?,
-                    micros(now)
+                    to_micros(now)
                 ])?;
                 Ok(())
             })
@@ -248,7 +248,7 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             name.as_str().to_owned(),
         );
-        let now = micros(self.clock.now());
+        let now = to_micros(self.clock.now());
         self.writer
             .execute(move |conn| {
                 let max_receives: u32 = conn
@@ -355,7 +355,7 @@ impl Bus for SqliteStore {
             name.as_str().to_owned(),
             receipt.to_owned(),
         );
-        let visible_at = micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
+        let visible_at = to_micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
         let Some((seq, nonce)) =
             parse_receipt(&receipt).map(|(seq, nonce)| (seq, nonce.to_owned()))
         else {
@@ -380,7 +380,7 @@ impl Bus for SqliteStore {
         topic: &BusName,
         name: &BusName,
     ) -> StoreResult<QueueStats> {
-        let now = micros(self.clock.now());
+        let now = to_micros(self.clock.now());
         self.readers.read(|conn| {
             let (depth, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
                 .prepare_cached(
@@ -454,7 +454,7 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             name.as_str().to_owned(),
         );
-        let now = micros(self.clock.now());
+        let now = to_micros(self.clock.now());
         let moved = self
             .writer
             .execute(move |conn| {

@@ -9,7 +9,6 @@ use std::{
     },
 };
 
-use jiff::Timestamp;
 use keel_core::{
     bus::{BusName, DeliveryPolicy},
     filter::FilterPolicy,
@@ -34,10 +33,6 @@ pub(super) fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
 
 /// How long a publish id is remembered (SPEC §4: 5 minutes).
 pub(super) const DEDUP_WINDOW_MICROS: i64 = 5 * 60 * 1_000_000;
-
-pub(super) fn micros(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 pub(super) fn json_text(value: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("encoding JSON: {e}")))

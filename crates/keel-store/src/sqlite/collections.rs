@@ -87,13 +87,7 @@ impl CollectionStore for SqliteStore {
         collection: &str,
         page: PageRequest,
     ) -> StoreResult<Page<Record>> {
-        let before = match &page.cursor {
-            None => i64::MAX,
-            Some(c) => c.parse::<i64>().map_err(|_| StoreError::InvalidInput {
-                field: "cursor",
-                why: "not a cursor this server issued".into(),
-            })?,
-        };
+        let before = page.before_seq()?;
         let rows: Vec<RecordRow> = self.readers.read(|conn| {
             Ok(conn
                 .prepare_cached(
@@ -109,11 +103,7 @@ impl CollectionStore for SqliteStore {
             .into_iter()
             .map(record_from)
             .collect::<StoreResult<Vec<_>>>()?;
-        let page = Page::from_overfetch(records, page.limit, |(seq, _)| seq.to_string());
-        Ok(Page {
-            items: page.items.into_iter().map(|(_, r)| r).collect(),
-            next_cursor: page.next_cursor,
-        })
+        Ok(Page::from_seq_rows(records, page.limit))
     }
 
     async fn record(

@@ -473,13 +473,7 @@ impl AuditStore for SqliteStore {
         page: PageRequest,
     ) -> StoreResult<Page<AuditEvent>> {
         // The cursor is the last row's sequence number; no cursor = newest first.
-        let before = match &page.cursor {
-            None => i64::MAX,
-            Some(c) => c.parse::<i64>().map_err(|_| StoreError::InvalidInput {
-                field: "cursor",
-                why: "not a cursor this server issued".into(),
-            })?,
-        };
+        let before = page.before_seq()?;
         let rows: Vec<(i64, AuditRow)> = self.readers.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, id, at, tenant_id, key_prefix, method, route, resource_id, status, request_id, source
@@ -534,11 +528,7 @@ impl AuditStore for SqliteStore {
                 },
             )
             .collect::<StoreResult<Vec<_>>>()?;
-        let page = Page::from_overfetch(events, page.limit, |(seq, _)| seq.to_string());
-        Ok(Page {
-            items: page.items.into_iter().map(|(_, e)| e).collect(),
-            next_cursor: page.next_cursor,
-        })
+        Ok(Page::from_seq_rows(events, page.limit))
     }
 }
 
