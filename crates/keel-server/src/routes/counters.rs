@@ -10,7 +10,7 @@ use axum::{
 };
 use keel_core::{
     apikey::Scope,
-    counter::{serde_json_number::Number, CounterName, CounterValue},
+    counter::{CounterName, CounterValue},
     FieldError,
 };
 use serde::Serialize;
@@ -113,7 +113,7 @@ fn parse_set_body(body: &serde_json::Value) -> Result<CounterValue, FieldError> 
         .as_object()
         .ok_or_else(|| FieldError::new("", "the body must be a JSON object"))?;
     if let Some(current) = object.get("current") {
-        return counter_value(current, "/current");
+        return CounterValue::from_json(current, "/current");
     }
     if let Some(data) = object.get("data") {
         if let Some(kind) = data.get("type") {
@@ -125,29 +125,12 @@ fn parse_set_body(body: &serde_json::Value) -> Result<CounterValue, FieldError> 
             .get("attributes")
             .and_then(|a| a.get("value"))
             .ok_or_else(|| FieldError::new("/data/attributes/value", "value is required"))?;
-        return counter_value(value, "/data/attributes/value");
+        return CounterValue::from_json(value, "/data/attributes/value");
     }
     Err(FieldError::new(
         "/current",
         "send {\"current\": N} or {\"data\": {\"type\": \"integer\", \"attributes\": {\"value\": N}}}",
     ))
-}
-
-fn counter_value(value: &serde_json::Value, pointer: &str) -> Result<CounterValue, FieldError> {
-    let serde_json::Value::Number(n) = value else {
-        return Err(FieldError::new(
-            pointer,
-            "must be an integer from 0 to 9223372036854775807",
-        ));
-    };
-    let number = if let Some(u) = n.as_u64() {
-        Number::Unsigned(u)
-    } else if let Some(i) = n.as_i64() {
-        Number::Signed(i)
-    } else {
-        Number::Float(n.as_f64().unwrap_or(f64::NAN))
-    };
-    CounterValue::from_json(&number, pointer)
 }
 
 fn named(raw: &str) -> ApiResult<CounterName> {
