@@ -154,8 +154,6 @@ pub async fn post_records(
             dedup_id: None,
         })
         .collect();
-    // Ask to be told about stored rows before publishing, so none is missed.
-    let stored_signal = state.store.stored_signal();
     let ids = state
         .store
         .publish(&key.tenant_id, &collection, messages)
@@ -164,7 +162,9 @@ pub async fn post_records(
     let mut status = StatusCode::ACCEPTED;
     if query.wait.unwrap_or(false) {
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+        let stored_signal = state.store.stored_signal();
         loop {
+            // Registered before counting, so rows stored in between still wake us.
             let notified = stored_signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

@@ -85,7 +85,7 @@ impl Bus for SqliteStore {
     }
 
     fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.published()
+        self.published.clone()
     }
 
     async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {

@@ -29,7 +29,7 @@ fn record_from(row: RecordRow) -> StoreResult<(i64, Record)> {
 #[async_trait]
 impl CollectionStore for SqliteStore {
     fn stored_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.stored()
+        self.stored.clone()
     }
 
     async fn store_deliveries(

@@ -64,18 +64,8 @@ impl SqliteStore {
         })
     }
 
-    /// Resolves after the next publish or redrive commits (for long polls).
-    pub fn published(&self) -> Arc<tokio::sync::Notify> {
-        self.published.clone()
-    }
-
     fn wake_receivers(&self) {
         self.published.notify_waiters();
-    }
-
-    /// Resolves after the store target next writes records.
-    pub fn stored(&self) -> Arc<tokio::sync::Notify> {
-        self.stored.clone()
     }
 
     fn wake_stored(&self) {
