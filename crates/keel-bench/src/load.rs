@@ -20,7 +20,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub bearer: Option<String>,
-    /// A JSON body: sent as a POST; without one, a GET.
+    pub method: Method,
+    /// A JSON body, if any.
     pub body: Option<Bytes>,
 }
 
@@ -30,25 +31,29 @@ impl Target {
             addr,
             path: path.to_owned(),
             bearer: bearer.map(str::to_owned),
+            method: Method::GET,
             body: None,
         }
     }
 
     pub fn post(addr: SocketAddr, path: &str, bearer: Option<&str>, body: String) -> Self {
         Self {
+            method: Method::POST,
             body: Some(Bytes::from(body)),
             ..Self::get(addr, path, bearer)
         }
     }
 
+    pub fn put(addr: SocketAddr, path: &str, bearer: Option<&str>, body: String) -> Self {
+        Self {
+            method: Method::PUT,
+            ..Self::post(addr, path, bearer, body)
+        }
+    }
+
     fn request(&self) -> Request<Full<Bytes>> {
-        let method = if self.body.is_some() {
-            Method::POST
-        } else {
-            Method::GET
-        };
         let mut request = Request::builder()
-            .method(method)
+            .method(self.method.clone())
             .uri(&self.path)
             .header(header::HOST, "localhost");
         if let Some(key) = &self.bearer {

@@ -104,9 +104,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     let keel = servers::start_keel(&args.data_dir).await?;
-    let client =
-        reqwest_free_put(keel.addr, "/hello/Ana", r#"{"dateOfBirth":"1990-01-01"}"#).await?;
-    anyhow::ensure!(client == 204, "seeding /hello/Ana answered {client}");
+    let seed = r#"{"dateOfBirth":"1990-01-01"}"#.to_owned();
+    load::one(&Target::put(keel.addr, "/hello/Ana", None, seed)).await?;
     let today = jiff::Zoned::now().date();
     let message = keel_core::greeter::greeting(
         &keel_core::greeter::Username::parse("Ana").expect("valid"),
@@ -263,22 +262,4 @@ fn num_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-/// One PUT with a JSON body over a raw hyper connection.
-async fn reqwest_free_put(
-    addr: std::net::SocketAddr,
-    path: &str,
-    body: &'static str,
-) -> anyhow::Result<u16> {
-    use http_body_util::Full;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let request = hyper::Request::put(path)
-        .header(hyper::header::HOST, "localhost")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))?;
-    Ok(sender.send_request(request).await?.status().as_u16())
 }
