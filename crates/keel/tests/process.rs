@@ -15,7 +15,7 @@ use nix::{
 use serde_json::Value;
 
 mod common;
-use common::{free_port, Keel, OPERATOR_KEY};
+use common::{free_port, get_json, Keel, OPERATOR_KEY};
 
 async fn next_value(client: &reqwest::Client, base: &str) -> Result<i64, String> {
     let response = client
@@ -99,27 +99,10 @@ async fn sigterm_drains_and_exits_cleanly() {
     }
     let highest = seen.lock().unwrap().iter().copied().max().unwrap();
     let keel = Keel::start(dir.path());
-    let client = reqwest::Client::new();
-    let current: Value = client
-        .get(format!("{}/v1/current", keel.base))
-        .bearer_auth(OPERATOR_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current: Value = get_json(format!("{}/v1/current", keel.base)).await;
     assert!(current["data"]["attributes"]["value"].as_i64().unwrap() >= highest);
     // The audit trail was flushed on the way out: every answered increment is there.
-    let audit: Value = client
-        .get(format!("{}/v1/audit?limit=1000", keel.base))
-        .bearer_auth(OPERATOR_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = get_json(format!("{}/v1/audit?limit=1000", keel.base)).await;
     let audited = audit["events"]
         .as_array()
         .unwrap()

@@ -12,25 +12,17 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 mod common;
-use common::{Keel, OPERATOR_KEY};
+use common::{get_json, Keel, OPERATOR_KEY};
 
 /// Every record the collection holds, as (client, n) → how many rows carry it.
 async fn stored(base: &str) -> HashMap<(u64, u64), usize> {
-    let client = reqwest::Client::new();
     let mut counts = HashMap::new();
     let mut cursor = String::new();
     loop {
-        let page: Value = client
-            .get(format!(
-                "{base}/v1/collections/crash/records?limit=1000{cursor}"
-            ))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(format!(
+            "{base}/v1/collections/crash/records?limit=1000{cursor}"
+        ))
+        .await;
         for record in page["records"].as_array().unwrap() {
             let key = (
                 record["data"]["client"].as_u64().unwrap(),
@@ -46,15 +38,7 @@ async fn stored(base: &str) -> HashMap<(u64, u64), usize> {
 }
 
 async fn queue_is_drained(base: &str) -> bool {
-    let stats: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/queues/crash/_collection"))
-        .bearer_auth(OPERATOR_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(format!("{base}/v1/queues/crash/_collection")).await;
     stats["depth"] == 0 && stats["in_flight"] == 0
 }
 
@@ -167,15 +151,7 @@ async fn sigterm_lets_an_in_flight_webhook_delivery_finish() {
     // Wait until the worker has taken the message: the call is then in flight.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stats: Value = client
-            .get(format!("{}/v1/queues/jobs/hook", keel.base))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = get_json(format!("{}/v1/queues/jobs/hook", keel.base)).await;
         if stats["in_flight"] == 1 {
             break;
         }
@@ -197,15 +173,7 @@ async fn sigterm_lets_an_in_flight_webhook_delivery_finish() {
     assert_eq!(*received.lock().unwrap(), std::slice::from_ref(&id));
     let keel = Keel::start(dir.path());
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let stats: Value = client
-        .get(format!("{}/v1/queues/jobs/hook", keel.base))
-        .bearer_auth(OPERATOR_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(format!("{}/v1/queues/jobs/hook", keel.base)).await;
     assert_eq!(
         (stats["depth"].as_u64(), stats["in_flight"].as_u64()),
         (Some(0), Some(0)),

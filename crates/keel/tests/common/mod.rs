@@ -12,6 +12,19 @@ use nix::{
     unistd::Pid,
 };
 
+/// GET `url` with the operator key; the body as JSON.
+pub async fn get_json(url: String) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub const OPERATOR_KEY: &str = "keel_testop01_0123456789abcdefghij0123456789";
 
 pub fn free_port() -> u16 {
