@@ -18,10 +18,10 @@ use axum::{
 };
 use jiff::Timestamp;
 use keel_core::{
-    apikey::{ApiKey, Scope, Scopes},
+    apikey::{ApiKey, Scope, Scopes, SecretHash},
     clock::Clock,
 };
-use keel_store::{Store, StoredKey, TenantId};
+use keel_store::{Store, TenantId};
 use parking_lot::Mutex;
 
 use crate::{problem::ApiError, rate_limit::RateLimiter, state::ServerConfig};
@@ -63,8 +63,12 @@ pub struct AuthFailure {
     pub error: ApiError,
 }
 
+/// What authentication needs of a stored key: cheap to copy out of the cache on
+/// every request (the tenant, prefix and scopes are shared behind the `Arc`).
+#[derive(Clone)]
 struct CachedKey {
-    key: StoredKey,
+    secret_hash: SecretHash,
+    revoked: bool,
     context: Arc<KeyContext>,
     fetched: Instant,
 }
@@ -123,26 +127,23 @@ impl Authenticator {
             key_prefix: Some(prefix.clone()),
             error,
         })?;
-        let Some((stored, context)) = stored else {
+        let Some(stored) = stored else {
             return Err(fail(None, Some(prefix), "unknown API key"));
         };
+        let tenant = || Some(stored.context.tenant_id.clone());
         if !stored.secret_hash.matches(&presented) {
-            return Err(fail(
-                Some(stored.tenant_id),
-                Some(prefix),
-                "invalid API key",
-            ));
+            return Err(fail(tenant(), Some(prefix), "invalid API key"));
         }
-        if stored.revoked_at.is_some() {
+        if stored.revoked {
             return Err(fail(
-                Some(stored.tenant_id),
+                tenant(),
                 Some(prefix),
                 "this API key has been revoked",
             ));
         }
         if let Err(retry_after_s) = self.limiter.check(&prefix) {
             return Err(AuthFailure {
-                tenant_id: Some(stored.tenant_id),
+                tenant_id: tenant(),
                 key_prefix: Some(prefix),
                 error: ApiError::TooManyRequests { retry_after_s },
             });
@@ -155,32 +156,30 @@ impl Authenticator {
                 uses.insert(prefix, now);
             }
         }
-        Ok(Caller::Key(context))
+        Ok(Caller::Key(stored.context))
     }
 
-    async fn lookup(&self, prefix: &str) -> Result<Option<(StoredKey, Arc<KeyContext>)>, ApiError> {
+    async fn lookup(&self, prefix: &str) -> Result<Option<CachedKey>, ApiError> {
         if let Some(hit) = self.keys.lock().get(prefix) {
             if hit.fetched.elapsed() < self.ttl {
-                return Ok(Some((hit.key.clone(), hit.context.clone())));
+                return Ok(Some(hit.clone()));
             }
         }
         let Some(key) = self.store.key_by_prefix(prefix).await? else {
             return Ok(None);
         };
-        let context = Arc::new(KeyContext {
-            tenant_id: key.tenant_id.clone(),
-            prefix: key.prefix.clone(),
-            scopes: key.scopes.clone(),
-        });
-        self.keys.lock().insert(
-            prefix.to_owned(),
-            CachedKey {
-                key: key.clone(),
-                context: context.clone(),
-                fetched: Instant::now(),
-            },
-        );
-        Ok(Some((key, context)))
+        let cached = CachedKey {
+            secret_hash: key.secret_hash,
+            revoked: key.revoked_at.is_some(),
+            context: Arc::new(KeyContext {
+                tenant_id: key.tenant_id,
+                prefix: key.prefix,
+                scopes: key.scopes,
+            }),
+            fetched: Instant::now(),
+        };
+        self.keys.lock().insert(prefix.to_owned(), cached.clone());
+        Ok(Some(cached))
     }
 
     /// Forgets a cached key, so a revocation takes effect on the next request.
