@@ -17,7 +17,7 @@ use keel_store::AuditEvent;
 use crate::{
     audit::AuditNote,
     auth::Caller,
-    problem::{problem_response, PROBLEM_JSON},
+    problem::{Problem, PROBLEM_JSON},
     request_log::RequestLine,
     state::AppState,
 };
@@ -161,11 +161,13 @@ async fn as_problem(response: Response, path: &str) -> Response {
         } else {
             text
         };
-        let rebuilt = problem_response(parts.status, slug_for(parts.status), detail, vec![]);
-        let bytes = axum::body::to_bytes(rebuilt.into_body(), 64 * 1024)
-            .await
-            .unwrap_or_default();
-        serde_json::from_slice(&bytes).unwrap_or_default()
+        serde_json::to_value(Problem::new(
+            parts.status,
+            slug_for(parts.status),
+            detail,
+            vec![],
+        ))
+        .unwrap_or_default()
     };
     if let Some(object) = problem.as_object_mut() {
         object.insert("instance".into(), path.into());

@@ -148,20 +148,26 @@ pub struct ProblemField {
     pub detail: String,
 }
 
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: String, errors: Vec<ProblemField>) -> Self {
+        Self {
+            kind: format!("urn:keel:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            instance: None,
+            errors,
+        }
+    }
+}
+
 pub fn problem_response(
     status: StatusCode,
     slug: &str,
     detail: String,
     errors: Vec<ProblemField>,
 ) -> Response {
-    let problem = Problem {
-        kind: format!("urn:keel:problem:{slug}"),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        status: status.as_u16(),
-        detail,
-        instance: None,
-        errors,
-    };
+    let problem = Problem::new(status, slug, detail, errors);
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     (
         status,
