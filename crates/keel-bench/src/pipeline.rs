@@ -30,6 +30,61 @@ async fn drained(keel: SocketAddr, key: &str, collection: &str) -> anyhow::Resul
     }
 }
 
+/// Publishes `body` (`per_call` records) to collection `name` as fast as answers
+/// come back, beside the baseline; returns both runs and the records stored per
+/// second from the first publish until the worker has emptied the queue.
+#[allow(clippy::too_many_arguments)] // one call site per suite row; named at each
+async fn publish_until_stored(
+    keel: SocketAddr,
+    bare: SocketAddr,
+    key: &str,
+    duration: Duration,
+    name: &str,
+    body: &str,
+    per_call: u64,
+    connections: usize,
+) -> anyhow::Result<(load::Outcome, load::Outcome, f64)> {
+    let path = format!("/v1/collections/{name}/records");
+    // Creates the collection's feed before measuring.
+    let first = r#"{"warm":true}"#.to_owned();
+    load::one(&Target::post(
+        keel,
+        &format!("{path}?wait=true"),
+        Some(key),
+        first,
+    ))
+    .await?;
+    let base = load::run(
+        &Target::post(bare, &path, None, body.to_owned()),
+        connections,
+        duration,
+        None,
+        false,
+    )
+    .await;
+    let started = Instant::now();
+    let ours = load::run(
+        &Target::post(keel, &path, Some(key), body.to_owned()),
+        connections,
+        duration,
+        None,
+        false,
+    )
+    .await;
+    let done = drained(keel, key, name).await?;
+    let elapsed = (done - started).as_secs_f64();
+    let stored_rate = (ours.requests * per_call) as f64 / elapsed;
+    println!();
+    println!("POST /v1/collections/{{c}}/records, {per_call} record(s) per call, {connections} connections (rates are calls/s)");
+    row("bare axum, parse + 202 (baseline)", &base);
+    row("keel, 202 once durable", &ours);
+    println!(
+        "    stored by the worker: {} records in {elapsed:.2} s after the first publish",
+        ours.requests * per_call
+    );
+    Ok((base, ours, stored_rate))
+}
+
 pub async fn run(
     keel: SocketAddr,
     bare: SocketAddr,
@@ -40,46 +95,8 @@ pub async fn run(
     let batch = format!("{{\"records\":[{}]}}", vec![record.as_str(); 100].join(","));
 
     // Single messages, 64 connections, as fast as 202s come back; then until stored.
-    load::one(&Target::post(
-        keel,
-        "/v1/collections/single/records?wait=true",
-        Some(key),
-        record.clone(),
-    ))
-    .await?;
-    let base = load::run(
-        &Target::post(bare, "/v1/collections/single/records", None, record.clone()),
-        64,
-        duration,
-        None,
-        false,
-    )
-    .await;
-    let started = Instant::now();
-    let ours = load::run(
-        &Target::post(
-            keel,
-            "/v1/collections/single/records",
-            Some(key),
-            record.clone(),
-        ),
-        64,
-        duration,
-        None,
-        false,
-    )
-    .await;
-    let done = drained(keel, key, "single").await?;
-    let stored_rate = ours.requests as f64 / (done - started).as_secs_f64();
-    println!();
-    println!("POST /v1/collections/{{c}}/records, one record per call, 64 connections");
-    row("bare axum, parse + 202 (baseline)", &base);
-    row("keel, 202 once durable", &ours);
-    println!(
-        "    stored by the worker: {} records in {:.2} s after the first publish",
-        ours.requests,
-        (done - started).as_secs_f64()
-    );
+    let (_, _, stored_rate) =
+        publish_until_stored(keel, bare, key, duration, "single", &record, 1, 64).await?;
     verdict(
         &format!("publish→stored = {stored_rate:.0} messages/s"),
         stored_rate >= 30_000.0,
@@ -87,41 +104,8 @@ pub async fn run(
     );
 
     // Batches of 100.
-    load::one(&Target::post(
-        keel,
-        "/v1/collections/batch/records?wait=true",
-        Some(key),
-        record.clone(),
-    ))
-    .await?;
-    let base = load::run(
-        &Target::post(bare, "/v1/collections/batch/records", None, batch.clone()),
-        16,
-        duration,
-        None,
-        false,
-    )
-    .await;
-    let started = Instant::now();
-    let ours = load::run(
-        &Target::post(
-            keel,
-            "/v1/collections/batch/records",
-            Some(key),
-            batch.clone(),
-        ),
-        16,
-        duration,
-        None,
-        false,
-    )
-    .await;
-    let done = drained(keel, key, "batch").await?;
-    let stored_rate = (ours.requests * 100) as f64 / (done - started).as_secs_f64();
-    println!();
-    println!("POST /v1/collections/{{c}}/records, 100 records per call, 16 connections (rates are calls/s)");
-    row("bare axum, parse + 202 (baseline)", &base);
-    row("keel, 202 once durable", &ours);
+    let (base, _, stored_rate) =
+        publish_until_stored(keel, bare, key, duration, "batch", &batch, 100, 16).await?;
     verdict(
         &format!(
             "publish→stored = {stored_rate:.0} messages/s (baseline parses {:.0}/s)",
