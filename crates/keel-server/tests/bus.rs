@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{expect_problem, spawn_app, Bearer, TestApp};
+use common::{expect_problem, spawn_app, Bearer, ExpectProblem, TestApp};
 use serde_json::{json, Value};
 
 async fn subscribe(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
@@ -193,81 +193,41 @@ async fn bad_input_is_a_clear_problem() {
     .await;
     subscribe(&app, &key, json!({"target": {"type": "queue"}})).await;
     let too_many: Vec<Value> = (0..1001).map(|i| json!({"body": i})).collect();
-    expect_problem(
-        app.post_json("/v1/topics/orders/messages", json!({"messages": too_many}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        413,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/topics/orders/messages", json!({"attributes": {}}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.post_json(
-            "/v1/topics/orders/messages",
-            json!({"body": 1, "attributes": {"a": [1]}}),
-        )
+    app.post_json("/v1/topics/orders/messages", json!({"messages": too_many}))
         .key(&key)
-        .send()
-        .await
-        .unwrap(),
-        400,
+        .problem(413)
+        .await;
+    app.post_json("/v1/topics/orders/messages", json!({"attributes": {}}))
+        .key(&key)
+        .problem(400)
+        .await;
+    app.post_json(
+        "/v1/topics/orders/messages",
+        json!({"body": 1, "attributes": {"a": [1]}}),
     )
+    .key(&key)
+    .problem(400)
     .await;
-    expect_problem(
-        app.post_json("/v1/queues/orders/q/ack", json!({"receipts": ["nope"]}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/queues/orders/q/nack", json!({"receipt": "nope"}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/queues/orders/q/receive", json!({"max": 0}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/queues/orders/q/receive", json!({"wait_s": 21}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/queues/orders/nope/receive", json!({}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.post_json("/v1/queues/orders/q/ack", json!({"receipts": ["nope"]}))
+        .key(&key)
+        .problem(404)
+        .await;
+    app.post_json("/v1/queues/orders/q/nack", json!({"receipt": "nope"}))
+        .key(&key)
+        .problem(404)
+        .await;
+    app.post_json("/v1/queues/orders/q/receive", json!({"max": 0}))
+        .key(&key)
+        .problem(400)
+        .await;
+    app.post_json("/v1/queues/orders/q/receive", json!({"wait_s": 21}))
+        .key(&key)
+        .problem(400)
+        .await;
+    app.post_json("/v1/queues/orders/nope/receive", json!({}))
+        .key(&key)
+        .problem(404)
+        .await;
 }
 
 #[tokio::test]
@@ -286,17 +246,12 @@ async fn another_tenants_queues_are_not_found() {
         "/v1/queues/orders/q/dlq",
         "/v1/topics/orders/subscriptions/q",
     ] {
-        expect_problem(app.get(path).key(&theirs).send().await.unwrap(), 404).await;
+        app.get(path).key(&theirs).problem(404).await;
     }
-    expect_problem(
-        app.post_json("/v1/queues/orders/q/receive", json!({}))
-            .key(&theirs)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.post_json("/v1/queues/orders/q/receive", json!({}))
+        .key(&theirs)
+        .problem(404)
+        .await;
     // Their publish to the same topic name reaches only their own (empty) topic.
     app.post_json("/v1/topics/orders/messages", json!({"body": "theirs"}))
         .key(&theirs)

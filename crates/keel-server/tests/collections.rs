@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{expect_problem, spawn_app, Bearer, TestApp};
+use common::{expect_problem, spawn_app, Bearer, ExpectProblem, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -120,16 +120,11 @@ async fn delete_and_not_found() {
             .status(),
         204
     );
-    expect_problem(app.get(&path).key(&key).send().await.unwrap(), 404).await;
-    expect_problem(
-        app.request(Method::DELETE, &path)
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.get(&path).key(&key).problem(404).await;
+    app.request(Method::DELETE, &path)
+        .key(&key)
+        .problem(404)
+        .await;
     assert_eq!(list(&app, &key, "").await["records"], json!([]));
 }
 
@@ -157,32 +152,15 @@ async fn bad_input() {
         )
         .await;
     }
-    expect_problem(
-        app.post_json("/v1/collections/bad%20name/records", json!({}))
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.get("/v1/collections/users/records?cursor=zzz")
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.get("/v1/collections/users/records")
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    app.post_json("/v1/collections/bad%20name/records", json!({}))
+        .key(&key)
+        .problem(400)
+        .await;
+    app.get("/v1/collections/users/records?cursor=zzz")
+        .key(&key)
+        .problem(400)
+        .await;
+    app.get("/v1/collections/users/records").problem(401).await;
 }
 
 #[tokio::test]
@@ -206,16 +184,11 @@ async fn another_tenants_records_are_not_found() {
         "/v1/collections/users/records/{}",
         ids["ids"][0].as_str().unwrap()
     );
-    expect_problem(app.get(&path).key(&theirs).send().await.unwrap(), 404).await;
-    expect_problem(
-        app.request(Method::DELETE, &path)
-            .key(&theirs)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.get(&path).key(&theirs).problem(404).await;
+    app.request(Method::DELETE, &path)
+        .key(&theirs)
+        .problem(404)
+        .await;
     assert_eq!(list(&app, &theirs, "").await["records"], json!([]));
     assert_eq!(
         app.get(&path).key(&mine).send().await.unwrap().status(),

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{expect_problem, spawn_app, Bearer};
+use common::{expect_problem, spawn_app, Bearer, ExpectProblem};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -101,7 +101,7 @@ async fn register_then_count() {
         .unwrap();
     assert_eq!(value_of(max).await, i64::MAX);
     // At the top there is no next value: a conflict, never a wrap or a repeat.
-    expect_problem(app.get("/v1/next").key(&key).send().await.unwrap(), 409).await;
+    app.get("/v1/next").key(&key).problem(409).await;
 }
 
 #[tokio::test]
@@ -213,15 +213,10 @@ async fn named_counters_are_independent() {
         .await,
         10
     );
-    expect_problem(
-        app.get("/v1/counters/bad%20name/next")
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.get("/v1/counters/bad%20name/next")
+        .key(&key)
+        .problem(400)
+        .await;
 }
 
 #[tokio::test]
@@ -239,14 +234,7 @@ async fn registration_rules() {
         (json!({"email": "a@example.com"}), ""),
         (json!({"email": 5, "password": "12345678"}), "/email"),
     ] {
-        let problem = expect_problem(
-            app.post_json("/v1/users", body.clone())
-                .send()
-                .await
-                .unwrap(),
-            400,
-        )
-        .await;
+        let problem = app.post_json("/v1/users", body.clone()).problem(400).await;
         assert_eq!(
             problem["errors"][0]["pointer"], pointer,
             "{body}: {problem}"
@@ -290,7 +278,7 @@ async fn a_lost_key_is_replaced_with_email_and_password() {
         json!({"email": "lost@example.com", "password": "wrong password"}),
         json!({"email": "nobody@example.com", "password": "correct horse"}),
     ] {
-        expect_problem(app.post_json("/v1/keys", body).send().await.unwrap(), 401).await;
+        app.post_json("/v1/keys", body).problem(401).await;
     }
 }
 
@@ -298,27 +286,17 @@ async fn a_lost_key_is_replaced_with_email_and_password() {
 async fn keys_are_required_and_scoped() {
     let app = spawn_app().await;
     for path in ["/v1/next", "/v1/current", "/v1/counters/x/next"] {
-        let problem = expect_problem(app.get(path).send().await.unwrap(), 401).await;
+        let problem = app.get(path).problem(401).await;
         assert!(problem["detail"].as_str().unwrap().contains("Bearer"));
     }
-    expect_problem(
-        app.get("/v1/next")
-            .key("keel_abcd1234_0000000000000000000")
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
-    expect_problem(
-        app.get("/v1/next")
-            .header("authorization", "Basic YTpi")
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    app.get("/v1/next")
+        .key("keel_abcd1234_0000000000000000000")
+        .problem(401)
+        .await;
+    app.get("/v1/next")
+        .header("authorization", "Basic YTpi")
+        .problem(401)
+        .await;
 
     let admin = app.register("scoped@example.com").await;
     let read_only: Value = app
@@ -329,20 +307,11 @@ async fn keys_are_required_and_scoped() {
         value_of(app.get("/v1/current").key(read_only).send().await.unwrap()).await,
         0
     );
-    expect_problem(
-        app.get("/v1/next").key(read_only).send().await.unwrap(),
-        403,
-    )
-    .await;
-    expect_problem(
-        app.put_json("/v1/current", json!({"current": 3}))
-            .key(read_only)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
+    app.get("/v1/next").key(read_only).problem(403).await;
+    app.put_json("/v1/current", json!({"current": 3}))
+        .key(read_only)
+        .problem(403)
+        .await;
 }
 
 #[tokio::test]

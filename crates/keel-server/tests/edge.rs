@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{expect_problem, spawn_app, spawn_app_with, Bearer};
+use common::{expect_problem, spawn_app, spawn_app_with, Bearer, ExpectProblem};
 use keel_server::ServerConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -37,7 +37,7 @@ async fn request_ids_are_echoed_or_made() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;
-    let problem = expect_problem(app.get("/nope").send().await.unwrap(), 404).await;
+    let problem = app.get("/nope").problem(404).await;
     assert_eq!(problem["instance"], "/nope");
     let wrong = app
         .request(Method::DELETE, "/v1/next")
@@ -46,14 +46,7 @@ async fn unknown_routes_and_methods_are_problems() {
         .unwrap();
     assert!(wrong.headers().contains_key("allow"));
     expect_problem(wrong, 405).await;
-    expect_problem(
-        app.request(Method::PATCH, "/hello/Ana")
-            .send()
-            .await
-            .unwrap(),
-        405,
-    )
-    .await;
+    app.request(Method::PATCH, "/hello/Ana").problem(405).await;
 }
 
 #[tokio::test]
@@ -64,11 +57,11 @@ async fn bodies_over_the_limit_are_413() {
     })
     .await;
     let big = json!({"dateOfBirth": "1990-01-01", "padding": "x".repeat(2000)});
-    expect_problem(app.put_json("/hello/Ana", big).send().await.unwrap(), 413).await;
+    app.put_json("/hello/Ana", big).problem(413).await;
     // The default limit is 1 MiB.
     let app = spawn_app().await;
     let big = json!({"email": "a@example.com", "password": "x".repeat(1024 * 1024 + 10)});
-    expect_problem(app.post_json("/v1/users", big).send().await.unwrap(), 413).await;
+    app.post_json("/v1/users", big).problem(413).await;
 }
 
 #[tokio::test]
@@ -179,9 +172,9 @@ async fn metrics_can_require_an_operator_key() {
         ..Default::default()
     })
     .await;
-    expect_problem(app.get("/metrics").send().await.unwrap(), 401).await;
+    app.get("/metrics").problem(401).await;
     let user = app.register("m@example.com").await;
-    expect_problem(app.get("/metrics").key(&user).send().await.unwrap(), 403).await;
+    app.get("/metrics").key(&user).problem(403).await;
     assert_eq!(
         app.get("/metrics")
             .key(&app.operator_key)
@@ -225,25 +218,12 @@ async fn stats_overview_reports_percentiles_errors_and_throughput() {
         .as_array()
         .unwrap()
         .is_empty());
-    expect_problem(
-        app.get("/v1/stats/overview?window=3w")
-            .key(&app.operator_key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.get("/v1/stats/overview?window=3w")
+        .key(&app.operator_key)
+        .problem(400)
+        .await;
     let user = app.register("s@example.com").await;
-    expect_problem(
-        app.get("/v1/stats/overview")
-            .key(&user)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
+    app.get("/v1/stats/overview").key(&user).problem(403).await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{expect_problem, spawn_app, spawn_app_with, Bearer};
+use common::{expect_problem, spawn_app, spawn_app_with, Bearer, ExpectProblem};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -167,7 +167,7 @@ async fn every_invalid_put_is_a_400_with_a_pointer() {
         assert!(pointers.contains(&pointer), "{username} {body}: {problem}");
     }
     // Nothing invalid was stored.
-    expect_problem(app.get("/hello/Ana").send().await.unwrap(), 404).await;
+    app.get("/hello/Ana").problem(404).await;
 }
 
 #[tokio::test]
@@ -180,31 +180,16 @@ async fn malformed_bodies_and_media_types() {
         }
         request
     };
-    expect_problem(
-        raw("{\"dateOfBirth\": ", Some("application/json"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(raw("", Some("application/json")).send().await.unwrap(), 400).await;
-    expect_problem(
-        raw("{\"dateOfBirth\":\"1990-01-01\"}", Some("text/plain"))
-            .send()
-            .await
-            .unwrap(),
-        415,
-    )
-    .await;
-    expect_problem(
-        raw("{\"dateOfBirth\":\"1990-01-01\"}", None)
-            .send()
-            .await
-            .unwrap(),
-        415,
-    )
-    .await;
+    raw("{\"dateOfBirth\": ", Some("application/json"))
+        .problem(400)
+        .await;
+    raw("", Some("application/json")).problem(400).await;
+    raw("{\"dateOfBirth\":\"1990-01-01\"}", Some("text/plain"))
+        .problem(415)
+        .await;
+    raw("{\"dateOfBirth\":\"1990-01-01\"}", None)
+        .problem(415)
+        .await;
     let ok = raw(
         "{\"dateOfBirth\":\"1990-01-01\"}",
         Some("application/json; charset=utf-8"),
@@ -218,9 +203,9 @@ async fn malformed_bodies_and_media_types() {
 #[tokio::test]
 async fn get_rules() {
     let app = spawn_app().await;
-    let problem = expect_problem(app.get("/hello/Nobody").send().await.unwrap(), 404).await;
+    let problem = app.get("/hello/Nobody").problem(404).await;
     assert_eq!(problem["instance"], "/hello/Nobody");
-    expect_problem(app.get("/hello/N0body").send().await.unwrap(), 400).await;
+    app.get("/hello/N0body").problem(400).await;
     // Unicode letters are names too.
     let put = app
         .put_json("/hello/Zo%C3%AB", json!({"dateOfBirth": "1990-06-16"}))
@@ -242,7 +227,7 @@ async fn get_rules() {
         .send()
         .await
         .unwrap();
-    expect_problem(app.get("/hello/ana").send().await.unwrap(), 404).await;
+    app.get("/hello/ana").problem(404).await;
 }
 
 #[tokio::test]
@@ -279,20 +264,15 @@ async fn with_a_key_users_live_in_the_keys_tenant() {
         .unwrap();
     assert_eq!(put.status(), 204);
     // The public (default) tenant does not see it …
-    expect_problem(app.get("/hello/Ana").send().await.unwrap(), 404).await;
+    app.get("/hello/Ana").problem(404).await;
     // … the key's tenant does.
     let got = app.get("/hello/Ana").key(&key).send().await.unwrap();
     assert_eq!(got.status(), 200);
     // A bad key is refused, not silently treated as anonymous.
-    expect_problem(
-        app.get("/hello/Ana")
-            .key("keel_nope0000_0123456789abcdef")
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    app.get("/hello/Ana")
+        .key("keel_nope0000_0123456789abcdef")
+        .problem(401)
+        .await;
 }
 
 #[tokio::test]
@@ -322,7 +302,7 @@ async fn today_is_the_configured_time_zones_date() {
 async fn cached_reads_never_hide_a_write() {
     let app = spawn_app().await;
     // A miss is cached too …
-    expect_problem(app.get("/hello/Cy").send().await.unwrap(), 404).await;
+    app.get("/hello/Cy").problem(404).await;
     // … and a write through this process replaces it at once.
     app.put_json("/hello/Cy", json!({"dateOfBirth": "1990-06-16"}))
         .send()

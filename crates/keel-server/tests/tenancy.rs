@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{expect_problem, spawn_app, Bearer};
+use common::{expect_problem, spawn_app, Bearer, ExpectProblem};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -20,7 +20,7 @@ async fn me_names_tenant_and_key() {
     assert_eq!(me["tenant"]["name"], "me@example.com");
     assert_eq!(me["key"]["scopes"], json!(["read", "write", "admin"]));
     assert!(key.contains(me["key"]["prefix"].as_str().unwrap()));
-    expect_problem(app.get("/v1/me").send().await.unwrap(), 401).await;
+    app.get("/v1/me").problem(401).await;
 }
 
 #[tokio::test]
@@ -84,24 +84,11 @@ async fn tenant_admins_list_create_and_revoke_their_keys() {
     .await;
     assert_eq!(rest["keys"].as_array().unwrap().len(), 1);
     assert!(rest["next_cursor"].is_null());
-    expect_problem(
-        app.get("/v1/keys?limit=0")
-            .key(&admin)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    expect_problem(
-        app.get("/v1/keys?limit=1001")
-            .key(&admin)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.get("/v1/keys?limit=0").key(&admin).problem(400).await;
+    app.get("/v1/keys?limit=1001")
+        .key(&admin)
+        .problem(400)
+        .await;
 
     let revoked = app
         .request(Method::DELETE, &format!("/v1/keys/{prefix}"))
@@ -110,36 +97,21 @@ async fn tenant_admins_list_create_and_revoke_their_keys() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 204);
-    expect_problem(app.get("/v1/next").key(&new_key).send().await.unwrap(), 401).await;
-    expect_problem(
-        app.request(Method::DELETE, &format!("/v1/keys/{prefix}"))
-            .key(&admin)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.get("/v1/next").key(&new_key).problem(401).await;
+    app.request(Method::DELETE, &format!("/v1/keys/{prefix}"))
+        .key(&admin)
+        .problem(404)
+        .await;
 
     // Tenant admins cannot mint operators; non-admins cannot manage keys.
-    expect_problem(
-        app.post_json("/v1/keys", json!({"scopes": ["operator"]}))
-            .key(&admin)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/keys", json!({"scopes": ["root"]}))
-            .key(&admin)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.post_json("/v1/keys", json!({"scopes": ["operator"]}))
+        .key(&admin)
+        .problem(403)
+        .await;
+    app.post_json("/v1/keys", json!({"scopes": ["root"]}))
+        .key(&admin)
+        .problem(400)
+        .await;
     let writer = json_of(
         app.post_json("/v1/keys", json!({}))
             .key(&admin)
@@ -153,16 +125,11 @@ async fn tenant_admins_list_create_and_revoke_their_keys() {
         .as_str()
         .unwrap()
         .to_owned();
-    expect_problem(app.get("/v1/keys").key(&writer).send().await.unwrap(), 403).await;
-    expect_problem(
-        app.post_json("/v1/keys", json!({}))
-            .key(&writer)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
+    app.get("/v1/keys").key(&writer).problem(403).await;
+    app.post_json("/v1/keys", json!({}))
+        .key(&writer)
+        .problem(403)
+        .await;
 }
 
 #[tokio::test]
@@ -232,44 +199,24 @@ async fn operators_manage_tenants_and_their_keys() {
         .unwrap()
         .iter()
         .any(|t| t["name"] == "acme"));
-    expect_problem(
-        app.post_json("/v1/admin/keys", json!({"tenant_id": "no-such-tenant"}))
-            .key(&op)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/admin/tenants", json!({"name": "  "}))
-            .key(&op)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.post_json("/v1/admin/keys", json!({"tenant_id": "no-such-tenant"}))
+        .key(&op)
+        .problem(404)
+        .await;
+    app.post_json("/v1/admin/tenants", json!({"name": "  "}))
+        .key(&op)
+        .problem(400)
+        .await;
     // A tenant admin is not an operator.
-    expect_problem(
-        app.post_json("/v1/admin/tenants", json!({"name": "x"}))
-            .key(acme_key)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
-    expect_problem(
-        app.get("/v1/admin/tenants")
-            .key(acme_key)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
-    expect_problem(app.get("/v1/admin/tenants").send().await.unwrap(), 401).await;
+    app.post_json("/v1/admin/tenants", json!({"name": "x"}))
+        .key(acme_key)
+        .problem(403)
+        .await;
+    app.get("/v1/admin/tenants")
+        .key(acme_key)
+        .problem(403)
+        .await;
+    app.get("/v1/admin/tenants").problem(401).await;
 }
 
 #[tokio::test]
@@ -342,15 +289,10 @@ async fn the_audit_trail_records_mutations_and_auth_failures() {
     assert!(next["at"].is_string());
     // Newest first.
     assert_eq!(events[0]["status"], 401);
-    expect_problem(
-        app.get("/v1/audit?cursor=nonsense")
-            .key(&key)
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    app.get("/v1/audit?cursor=nonsense")
+        .key(&key)
+        .problem(400)
+        .await;
 
     // Another tenant's trail does not include any of it; non-admins cannot read it.
     let other = app.register("other@example.com").await;
@@ -369,7 +311,7 @@ async fn the_audit_trail_records_mutations_and_auth_failures() {
         .as_str()
         .unwrap()
         .to_owned();
-    expect_problem(app.get("/v1/audit").key(&reader).send().await.unwrap(), 403).await;
+    app.get("/v1/audit").key(&reader).problem(403).await;
 }
 
 #[tokio::test]

@@ -138,6 +138,17 @@ pub async fn expect_problem(response: Response, status: u16) -> Value {
     body
 }
 
+/// Sends a request and asserts its answer is a problem document with `status`.
+pub trait ExpectProblem {
+    async fn problem(self, status: u16) -> Value;
+}
+
+impl ExpectProblem for RequestBuilder {
+    async fn problem(self, status: u16) -> Value {
+        expect_problem(self.send().await.unwrap(), status).await
+    }
+}
+
 pub trait Bearer {
     fn key(self, key: &str) -> Self;
 }
