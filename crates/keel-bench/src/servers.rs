@@ -36,12 +36,14 @@ pub async fn start_keel(data_dir: &Path) -> anyhow::Result<KeelUnderTest> {
         other => anyhow::bail!("expected a fresh store, got {other:?}"),
     };
     let write_stats = store.write_stats();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         // The benchmark drives one key far past the default 1,000 requests/s.
         rate_limit_per_second: 1e9,
         rate_limit_burst: 1e9,
         ..ServerConfig::default()
     };
+    config.limits.tenant_rate_limit_per_second = 1e9;
+    config.limits.tenant_rate_limit_burst = 1e9;
     // Keel logs one JSON line per request in production; so does it here (into a
     // sink), so formatting them is part of what is measured.
     let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));

@@ -22,6 +22,8 @@ fn start(binary: &Path, dir: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
         .env("KEEL_BOOTSTRAP_ADMIN_KEY", KEY)
         .env("KEEL_RATE_LIMIT_PER_SECOND", "1000000000")
         .env("KEEL_RATE_LIMIT_BURST", "1000000000")
+        .env("KEEL_TENANT_RATE_LIMIT_PER_SECOND", "1000000000")
+        .env("KEEL_TENANT_RATE_LIMIT_BURST", "1000000000")
         .env("KEEL_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

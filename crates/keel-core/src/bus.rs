@@ -16,6 +16,9 @@ pub enum Target {
 }
 
 impl Target {
+    /// A shorter webhook secret could be guessed from signed deliveries.
+    pub const MIN_SECRET_LEN: usize = 16;
+
     pub fn parse(value: &Value) -> Result<Self, FieldError> {
         let kind = value.get("type").and_then(Value::as_str).ok_or_else(|| {
             FieldError::new("/target/type", "target.type is queue, store or webhook")
@@ -53,11 +56,14 @@ impl Target {
                 let secret = value
                     .get("secret")
                     .and_then(Value::as_str)
-                    .filter(|s| (1..=256).contains(&s.len()))
+                    .filter(|s| (Self::MIN_SECRET_LEN..=256).contains(&s.chars().count()))
                     .ok_or_else(|| {
                         FieldError::new(
                             "/target/secret",
-                            "a webhook target needs a secret of 1 to 256 characters",
+                            format!(
+                                "a webhook target needs a secret of {} to 256 characters",
+                                Self::MIN_SECRET_LEN
+                            ),
                         )
                     })?;
                 Ok(Target::Webhook {
@@ -209,9 +215,10 @@ mod tests {
             store.to_json(false),
             json!({"type": "store", "collection": "users"})
         );
-        let hook =
-            Target::parse(&json!({"type": "webhook", "url": "https://x.io/h", "secret": "s3"}))
-                .unwrap();
+        let hook = Target::parse(
+            &json!({"type": "webhook", "url": "https://x.io/h", "secret": "s3cret-s3cret-s3cret"}),
+        )
+        .unwrap();
         assert_eq!(hook.to_json(false)["secret"], "********");
         assert_eq!(Target::parse(&hook.to_json(true)).unwrap(), hook);
         for (bad, pointer) in [
@@ -232,6 +239,10 @@ mod tests {
             ),
             (
                 json!({"type": "webhook", "url": "https://x.io"}),
+                "/target/secret",
+            ),
+            (
+                json!({"type": "webhook", "url": "https://x.io", "secret": "short"}),
                 "/target/secret",
             ),
         ] {

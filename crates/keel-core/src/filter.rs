@@ -16,8 +16,11 @@ use serde_json::{Map, Value};
 use crate::FieldError;
 
 /// Bounds that keep a policy cheap to evaluate on every message.
-const MAX_DEPTH: usize = 8;
-const MAX_CONDITIONS: usize = 150;
+pub const MAX_DEPTH: usize = 8;
+/// Conditions, `$or` alternatives and keys together (SNS allows 150 combinations).
+pub const MAX_CONDITIONS: usize = 150;
+/// Alternatives in one `$or`.
+pub const MAX_OR_ALTERNATIVES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterPolicy {
@@ -108,8 +111,15 @@ fn parse_object(
             let alternatives = rule.as_array().filter(|a| a.len() >= 2).ok_or_else(|| {
                 FieldError::new(&here, "$or takes a list of at least two policies")
             })?;
+            if alternatives.len() > MAX_OR_ALTERNATIVES {
+                return Err(FieldError::new(
+                    &here,
+                    format!("$or takes at most {MAX_OR_ALTERNATIVES} policies"),
+                ));
+            }
             let mut group = Vec::new();
             for (i, alternative) in alternatives.iter().enumerate() {
+                count_one(count, &format!("{here}/{i}"))?;
                 let mut inner_path = path.clone();
                 group.push(parse_object(
                     alternative,
@@ -135,13 +145,7 @@ fn parse_object(
                 }
                 let mut parsed = Vec::new();
                 for (i, condition) in conditions.iter().enumerate() {
-                    *count += 1;
-                    if *count > MAX_CONDITIONS {
-                        return Err(FieldError::new(
-                            format!("{here}/{i}"),
-                            format!("a policy holds at most {MAX_CONDITIONS} conditions"),
-                        ));
-                    }
+                    count_one(count, &format!("{here}/{i}"))?;
                     parsed.push(parse_condition(condition, &format!("{here}/{i}"))?);
                 }
                 policy.keys.push(KeyRule {
@@ -159,6 +163,18 @@ fn parse_object(
         path.pop();
     }
     Ok(policy)
+}
+
+/// Counts one more part of the policy against [`MAX_CONDITIONS`].
+fn count_one(count: &mut usize, pointer: &str) -> Result<(), FieldError> {
+    *count += 1;
+    if *count > MAX_CONDITIONS {
+        return Err(FieldError::new(
+            pointer,
+            format!("a policy holds at most {MAX_CONDITIONS} conditions and $or alternatives"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_condition(condition: &Value, pointer: &str) -> Result<Condition, FieldError> {
@@ -183,7 +199,11 @@ fn parse_condition(condition: &Value, pointer: &str) -> Result<Condition, FieldE
         "prefix" => Ok(Condition::Prefix(string("prefix")?)),
         "suffix" => Ok(Condition::Suffix(string("suffix")?)),
         "equals-ignore-case" => Ok(Condition::EqualsIgnoreCase(
-            string("equals-ignore-case")?.to_lowercase(),
+            // Lowered the same way as the values it is compared with.
+            string("equals-ignore-case")?
+                .chars()
+                .flat_map(char::to_lowercase)
+                .collect(),
         )),
         "exists" => argument
             .as_bool()
@@ -302,9 +322,12 @@ impl Condition {
             Condition::Exact(expected) => same_scalar(expected, value),
             Condition::Prefix(p) => value.as_str().is_some_and(|s| s.starts_with(p.as_str())),
             Condition::Suffix(p) => value.as_str().is_some_and(|s| s.ends_with(p.as_str())),
-            Condition::EqualsIgnoreCase(p) => {
-                value.as_str().is_some_and(|s| s.to_lowercase() == *p)
-            }
+            // Compared char by char, stopping at the first difference: a huge
+            // attribute costs no more than the (short) pattern, and nothing is
+            // allocated per message.
+            Condition::EqualsIgnoreCase(p) => value
+                .as_str()
+                .is_some_and(|s| s.chars().flat_map(char::to_lowercase).eq(p.chars())),
             Condition::AnythingBut(excluded) => {
                 !value.is_null() && !excluded.iter().any(|e| same_scalar(e, value))
             }
@@ -337,6 +360,31 @@ mod tests {
 
     /// The examples from SNS's filter policy documentation, as tables of
     /// (policy, message, expected).
+    #[test]
+    fn or_lists_and_empty_alternatives_are_bounded() {
+        let many: Vec<Value> = (0..MAX_OR_ALTERNATIVES + 1).map(|_| json!({})).collect();
+        let err = FilterPolicy::parse(&json!({"$or": many}), "/filter").unwrap_err();
+        assert_eq!(err.pointer, "/filter/$or");
+        // Empty alternatives still count towards the total.
+        let groups: Vec<Value> = (0..6)
+            .map(
+                |_| json!({"$or": (0..MAX_OR_ALTERNATIVES).map(|_| json!({})).collect::<Vec<_>>()}),
+            )
+            .collect();
+        let err = FilterPolicy::parse(&json!({"$or": groups}), "/filter").unwrap_err();
+        assert!(err.detail.contains("at most"), "{err:?}");
+    }
+
+    #[test]
+    fn equals_ignore_case_on_a_huge_value_stops_early() {
+        let policy =
+            FilterPolicy::parse(&json!({"a": [{"equals-ignore-case": "HeLLo"}]}), "/f").unwrap();
+        assert!(policy.matches(&json!({"a": "hello"})));
+        assert!(policy.matches(&json!({"a": "HELLO"})));
+        assert!(!policy.matches(&json!({"a": "hello!"})));
+        assert!(!policy.matches(&json!({"a": "x".repeat(1 << 20)})));
+    }
+
     #[test]
     fn sns_examples() {
         let attributes = json!({

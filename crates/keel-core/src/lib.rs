@@ -14,5 +14,6 @@ pub mod field_error;
 pub mod filter;
 pub mod greeter;
 pub mod latency;
+pub mod outbound;
 
 pub use field_error::FieldError;

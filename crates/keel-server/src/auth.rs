@@ -79,6 +79,7 @@ pub struct Authenticator {
     ttl: Duration,
     keys: Mutex<HashMap<String, CachedKey>>,
     limiter: RateLimiter,
+    tenant_limiter: RateLimiter,
     uses: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
 
@@ -90,6 +91,10 @@ impl Authenticator {
             ttl: config.key_cache_ttl,
             keys: Mutex::new(HashMap::new()),
             limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+            tenant_limiter: RateLimiter::new(
+                config.limits.tenant_rate_limit_per_second,
+                config.limits.tenant_rate_limit_burst,
+            ),
             uses: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -127,25 +132,34 @@ impl Authenticator {
             key_prefix: Some(prefix.clone()),
             error,
         })?;
+        // One answer for every bad key, so a caller cannot learn which prefixes
+        // exist; the audit event (under the key's tenant) keeps the difference.
         let Some(stored) = stored else {
-            return Err(fail(None, Some(prefix), "unknown API key"));
+            return Err(fail(None, Some(prefix), BAD_KEY));
         };
         let tenant = || Some(stored.context.tenant_id.clone());
-        if !stored.secret_hash.matches(&presented) {
-            return Err(fail(tenant(), Some(prefix), "invalid API key"));
+        if !stored.secret_hash.matches(&presented) || stored.revoked {
+            return Err(fail(tenant(), Some(prefix), BAD_KEY));
         }
-        if stored.revoked {
-            return Err(fail(
-                tenant(),
-                Some(prefix),
-                "this API key has been revoked",
-            ));
-        }
-        if let Err(retry_after_s) = self.limiter.check(&prefix) {
+        let limited = self
+            .limiter
+            .check(&prefix)
+            .map_err(|s| (s, "this key"))
+            .and_then(|()| {
+                self.tenant_limiter
+                    .check(stored.context.tenant_id.as_str())
+                    .map_err(|s| (s, "this tenant"))
+            });
+        if let Err((retry_after_s, whose)) = limited {
             return Err(AuthFailure {
                 tenant_id: tenant(),
                 key_prefix: Some(prefix),
-                error: ApiError::TooManyRequests { retry_after_s },
+                error: ApiError::TooManyRequests {
+                    retry_after_s,
+                    detail: format!(
+                        "rate limit exceeded for {whose}; retry after the given seconds"
+                    ),
+                },
             });
         }
         let now = self.clock.now();
@@ -206,6 +220,8 @@ impl Authenticator {
         write_uses(&*self.store, &self.uses).await;
     }
 }
+
+const BAD_KEY: &str = "invalid, unknown or revoked API key";
 
 const USE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -1,8 +1,14 @@
 //! The bus's share of `/metrics` (SPEC §8): message counts, per-queue gauges, and
 //! built-in worker outcomes and latency.
+//!
+//! Queue gauges come from a sample a background task takes every
+//! `queue_stats_interval_ms` (see `AppState`), never from a scan per scrape. They
+//! are rendered per queue — labelled with tenant, topic and subscription — only for
+//! an operator key; an anonymous scrape sees the same gauges summed over every
+//! queue, so public metrics name no tenant and no topic.
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{text::encode_registry, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -18,6 +24,12 @@ pub struct BusMetrics {
     queue_in_flight: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<QueueLabels, Gauge>,
     queue_dead_letters: Family<QueueLabels, Gauge>,
+    /// The per-queue families above (operator scrapes).
+    queue_detail: Registry,
+    /// The same gauges summed over every queue (anonymous scrapes); the oldest
+    /// age is the maximum.
+    queue_totals: Registry,
+    totals: [Gauge; 4],
     published: Counter,
     delivered: Counter,
     acked: Counter,
@@ -46,11 +58,14 @@ struct TargetLabels {
 
 impl BusMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
+        let mut metrics = Self {
             queue_depth: Family::default(),
             queue_in_flight: Family::default(),
             queue_oldest_age: Family::default(),
             queue_dead_letters: Family::default(),
+            queue_detail: Registry::default(),
+            queue_totals: Registry::default(),
+            totals: Default::default(),
             published: Counter::default(),
             delivered: Counter::default(),
             acked: Counter::default(),
@@ -58,29 +73,36 @@ impl BusMetrics {
             outcomes: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
-        for (name, help, family) in [
+        for (i, (name, help, family)) in [
             (
                 "keel_queue_depth",
                 "Messages visible in a subscription's queue",
-                &metrics.queue_depth,
+                metrics.queue_depth.clone(),
             ),
             (
                 "keel_queue_in_flight",
                 "Messages received and not yet acked",
-                &metrics.queue_in_flight,
+                metrics.queue_in_flight.clone(),
             ),
             (
                 "keel_queue_oldest_age_seconds",
                 "Age of the oldest queued message",
-                &metrics.queue_oldest_age,
+                metrics.queue_oldest_age.clone(),
             ),
             (
                 "keel_queue_dead_letters",
                 "Messages in a subscription's dead-letter queue",
-                &metrics.queue_dead_letters,
+                metrics.queue_dead_letters.clone(),
             ),
-        ] {
-            registry.register(name, help, family.clone());
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            metrics.queue_detail.register(name, help, family);
+            let total = metrics.totals[i].clone();
+            metrics
+                .queue_totals
+                .register(name, format!("{help} (all queues)"), total);
         }
         registry.register(
             "keel_bus_published",
@@ -134,6 +156,19 @@ impl BusMetrics {
         ] {
             family.clear();
         }
+        let sum = |f: fn(&keel_store::bus::QueueStats) -> u64| -> i64 {
+            queues.iter().map(|(_, _, _, s)| f(s) as i64).sum()
+        };
+        self.totals[0].set(sum(|s| s.depth));
+        self.totals[1].set(sum(|s| s.in_flight));
+        self.totals[2].set(
+            queues
+                .iter()
+                .map(|(_, _, _, s)| s.oldest_age_s as i64)
+                .max()
+                .unwrap_or(0),
+        );
+        self.totals[3].set(sum(|s| s.dlq_depth));
         for (tenant, topic, subscription, stats) in queues {
             let labels = QueueLabels {
                 tenant: tenant.to_string(),
@@ -153,6 +188,16 @@ impl BusMetrics {
                 .get_or_create(&labels)
                 .set(stats.dlq_depth as i64);
         }
+    }
+
+    /// Appends the queue gauges: per queue when `per_queue`, else summed.
+    pub(crate) fn encode_queues(&self, out: &mut String, per_queue: bool) -> std::fmt::Result {
+        let registry = if per_queue {
+            &self.queue_detail
+        } else {
+            &self.queue_totals
+        };
+        encode_registry(out, registry)
     }
 
     /// Totals for `/v1/stats/overview`.

@@ -16,7 +16,9 @@ use keel_store::AuditEvent;
 
 use crate::{
     audit::AuditNote,
-    auth::Caller,
+    auth::{AuthFailure, Caller},
+    limits::Limits,
+    problem::ApiError,
     problem::{Problem, PROBLEM_JSON},
     request_log::RequestLine,
     state::AppState,
@@ -42,12 +44,29 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         .and_then(accept_request_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
+    // An unknown method is never a metric label or an audit row: any string can
+    // be one, so it could grow both without bound.
+    let method_label = if is_known_method(&method) {
+        method.as_str()
+    } else {
+        "OTHER"
+    };
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let mutating = is_mutating(&method, route_str);
+    let early = refuse_early(&req, &state.config.limits);
+    let refused_early = early.is_some();
 
     // Authentication: 401 and 429 are answered here, before any handler runs.
-    let (caller, mut response) = match state.auth.authenticate(req.headers()).await {
+    let authenticated = match early {
+        Some(error) => Err(AuthFailure {
+            tenant_id: None,
+            key_prefix: None,
+            error,
+        }),
+        None => state.auth.authenticate(req.headers()).await,
+    };
+    let (caller, mut response) = match authenticated {
         Ok(caller) => {
             // Cloning a Uri shares its bytes; the path is only read on errors.
             let uri = req.uri().clone();
@@ -63,7 +82,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
             )
         }
         Err(failure) => {
-            let path = req.uri().path().to_owned();
+            let path = short_path(req.uri().path());
             let source = source_of(&req);
             let response = finish_errors(failure.error.into_response(), &path).await;
             (
@@ -89,7 +108,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         Ok((Caller::Anonymous, source)) => (note.tenant_id, None, source),
         Err(who) => who,
     };
-    if mutating || status == StatusCode::UNAUTHORIZED {
+    if !refused_early && (mutating || status == StatusCode::UNAUTHORIZED) {
         state.audit.record(AuditEvent {
             id: uuid::Uuid::now_v7().to_string(),
             at: now,
@@ -107,11 +126,11 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     let micros = started.elapsed().as_micros() as u64;
     state
         .telemetry
-        .observe(now, method.as_str(), route_str, status.as_u16(), micros);
+        .observe(now, method_label, route_str, status.as_u16(), micros);
     state.request_log.record(&RequestLine {
         at: now,
         request_id: &request_id,
-        method: method.as_str(),
+        method: method_label,
         route: route_str,
         status: status.as_u16(),
         latency_micros: micros,
@@ -122,6 +141,61 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+fn is_known_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::PATCH
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::CONNECT
+    )
+}
+
+/// Answers that need no route, key or body: an unknown method (501), a request
+/// target or header section over the configured limits (414, 431). Hyper's own
+/// limits are set above these, so these are what clients meet, as problem
+/// documents.
+fn refuse_early(req: &Request, limits: &Limits) -> Option<ApiError> {
+    if !is_known_method(req.method()) {
+        return Some(ApiError::NotImplemented(
+            "this method is not supported by any route".into(),
+        ));
+    }
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some(ApiError::UriTooLong(format!(
+            "the request target is {target} bytes; at most {} are accepted",
+            limits.max_uri_bytes
+        )));
+    }
+    let headers = req.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+        return Some(ApiError::HeadersTooLarge(format!(
+            "at most {} header fields and {} header bytes are accepted",
+            limits.max_headers, limits.max_header_bytes
+        )));
+    }
+    None
+}
+
+/// A path short enough to echo in a problem's `instance`.
+fn short_path(path: &str) -> String {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
 }
 
 /// The peer address; turned into text only when an audit event needs it.
@@ -198,6 +272,7 @@ fn slug_for(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::REQUEST_TIMEOUT => "request-timeout",
         s if s.is_server_error() => "internal",
         _ => "bad-request",
     }

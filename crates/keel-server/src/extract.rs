@@ -42,7 +42,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            if crate::connections::is_body_timeout(&rejection) {
+                ApiError::RequestTimeout("the request body did not arrive in time".into())
+            } else if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("the request body is over the size limit".into())
             } else {
                 ApiError::MalformedBody(format!("could not read the request body: {rejection}"))

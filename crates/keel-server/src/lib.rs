@@ -6,8 +6,12 @@ pub mod audit;
 pub mod auth;
 pub mod bus_metrics;
 pub mod collection_reads;
+pub mod connections;
 pub mod edge;
 pub mod extract;
+pub mod limits;
+pub mod logins;
+pub mod outbound;
 pub mod problem;
 mod rate_limit;
 pub mod read_cache;
@@ -18,23 +22,19 @@ pub mod state;
 pub mod telemetry;
 pub mod workers;
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 pub use routes::{openapi_document, router};
 pub use state::{AppState, ServerConfig};
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
-/// finish, and returns.
+/// finish, and returns. Connections are held to the configured limits (timeouts,
+/// connection cap; see [`connections`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = state.config.limits.clone();
+    connections::serve(listener, router(state), limits, shutdown).await
 }

@@ -40,8 +40,19 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("rate limit exceeded")]
-    TooManyRequests { retry_after_s: u64 },
+    #[error("{detail}")]
+    TooManyRequests { retry_after_s: u64, detail: String },
+    /// A tenant reached one of its quotas (named as in the configuration).
+    #[error("the {quota} quota ({limit}) is reached")]
+    QuotaExceeded { quota: &'static str, limit: u64 },
+    #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -84,6 +95,11 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +117,11 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
+            Self::QuotaExceeded { .. } => "quota-exceeded",
+            Self::RequestTimeout(_) => "request-timeout",
+            Self::UriTooLong(_) => "uri-too-long",
+            Self::HeadersTooLarge(_) => "headers-too-large",
+            Self::NotImplemented(_) => "not-implemented",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -121,6 +142,7 @@ impl From<StoreError> for ApiError {
             StoreError::CounterExhausted => {
                 Self::Conflict("the counter is at 9223372036854775807 and cannot go higher".into())
             }
+            StoreError::QuotaExceeded { quota, limit } => Self::QuotaExceeded { quota, limit },
             StoreError::Internal(why) => Self::Internal(why),
         }
     }
@@ -139,6 +161,12 @@ pub struct Problem {
     pub instance: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    /// With `quota-exceeded`: which quota (its configuration name, without the
+    /// `max_` prefix) and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -157,6 +185,8 @@ impl Problem {
             detail,
             instance: None,
             errors,
+            quota: None,
+            limit: None,
         }
     }
 }
@@ -167,7 +197,11 @@ pub fn problem_response(
     detail: String,
     errors: Vec<ProblemField>,
 ) -> Response {
-    let problem = Problem::new(status, slug, detail, errors);
+    render_problem(Problem::new(status, slug, detail, errors))
+}
+
+fn render_problem(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     (
         status,
@@ -184,6 +218,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %why, "internal error");
         }
         let slug = self.slug();
+        if let Self::QuotaExceeded { quota, limit } = &self {
+            let mut problem = Problem::new(status, slug, self.to_string(), vec![]);
+            problem.quota = Some((*quota).to_owned());
+            problem.limit = Some(*limit);
+            return render_problem(problem);
+        }
         let (detail, errors, retry_after) = match self {
             Self::Validation { detail, errors } => (
                 detail,
@@ -196,11 +236,10 @@ impl IntoResponse for ApiError {
                     .collect(),
                 None,
             ),
-            Self::TooManyRequests { retry_after_s } => (
-                "rate limit exceeded for this key; retry after the given seconds".into(),
-                vec![],
-                Some(retry_after_s),
-            ),
+            Self::TooManyRequests {
+                retry_after_s,
+                detail,
+            } => (detail, vec![], Some(retry_after_s)),
             Self::Unavailable(detail) => (detail, vec![], Some(UNAVAILABLE_RETRY_AFTER_S)),
             Self::Internal(_) => ("an internal error occurred".into(), vec![], None),
             other => (other.to_string(), vec![], None),

@@ -15,8 +15,9 @@ use keel_core::clock::Clock;
 use keel_store::Store;
 
 use crate::{
-    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads,
-    read_cache::ReadCache, request_log::RequestLog, telemetry::Telemetry,
+    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, limits::Limits,
+    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache, request_log::RequestLog,
+    telemetry::Telemetry,
 };
 
 /// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     /// How long a verified key is trusted before it is read again; bounds how long
     /// a revocation on another replica takes to bite.
     pub key_cache_ttl: Duration,
+    /// Timeouts, caps and quotas against slow, abusive and greedy clients.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             metrics_public: true,
             read_cache_ttl: Duration::from_secs(1),
             key_cache_ttl: Duration::from_secs(5),
+            limits: Limits::default(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Inner {
     /// `"<tenant>/<username>"` → date of birth (or `None`: no such user).
     pub greeter_cache: ReadCache<String, Option<jiff::civil::Date>>,
     pub collection_reads: CollectionReads,
+    pub outbound: Outbound,
+    pub logins: LoginGuard,
     draining: AtomicBool,
     /// Turns true when draining starts; background roles watch it.
     stop: tokio::sync::watch::Sender<bool>,
@@ -100,6 +106,8 @@ impl AppState {
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
         let greeter_cache = ReadCache::new(config.read_cache_ttl, 100_000);
         let collection_reads = CollectionReads::new(ReadCache::new(config.read_cache_ttl, 10_000));
+        let outbound = Outbound::new(&config.limits);
+        let logins = LoginGuard::new(&config.limits);
         let state = Self(Arc::new(Inner {
             store,
             clock,
@@ -110,11 +118,40 @@ impl AppState {
             request_log,
             greeter_cache,
             collection_reads,
+            outbound,
+            logins,
             draining: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
         }));
         state.auth.start_use_flusher();
+        state.start_queue_sampler();
         state
+    }
+
+    /// Samples every queue's statistics for `/metrics` on a blocking thread every
+    /// `queue_stats_interval_ms`, until the state is dropped: a scrape reads the
+    /// last sample and never scans the queue table itself.
+    fn start_queue_sampler(&self) {
+        let weak = Arc::downgrade(&self.0);
+        let every = Duration::from_millis(self.config.limits.queue_stats_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = inner.store.clone();
+                let runtime = tokio::runtime::Handle::current();
+                let sample =
+                    tokio::task::spawn_blocking(move || runtime.block_on(store.all_queue_stats()))
+                        .await;
+                match sample {
+                    Ok(Ok(queues)) => inner.telemetry.bus.set_queues(&queues),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "queue statistics unavailable"),
+                    Err(e) => tracing::warn!(error = %e, "queue sampler failed"),
+                }
+            }
+        });
     }
 
     /// From now on `/readyz` answers 503 so load balancers stop sending traffic.

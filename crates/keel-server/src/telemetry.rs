@@ -12,7 +12,10 @@ use keel_store::WriteStats;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::{
     collector::Collector,
-    encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{
+        text::{encode_eof, encode_registry},
+        DescriptorEncoder, EncodeLabelSet, EncodeMetric,
+    },
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
@@ -151,10 +154,14 @@ impl Telemetry {
             .clone()
     }
 
-    /// The Prometheus exposition (OpenMetrics text).
-    pub fn render(&self) -> String {
+    /// The Prometheus exposition (OpenMetrics text); queue gauges per queue (with
+    /// tenant labels) only when `per_queue`.
+    pub fn render(&self, per_queue: bool) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| self.bus.encode_queues(&mut out, per_queue))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
     }
 }

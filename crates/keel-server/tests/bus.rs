@@ -4,7 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{expect_problem, spawn_app, Bearer, ExpectProblem, TestApp};
+use common::{
+    expect_problem, local_webhooks, spawn_app, spawn_app_with, Bearer, ExpectProblem, TestApp,
+};
 use serde_json::{json, Value};
 
 async fn subscribe(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
@@ -265,7 +267,8 @@ async fn another_tenants_queues_are_not_found() {
 
 #[tokio::test]
 async fn metrics_report_bus_counts_and_queue_depths() {
-    let app = spawn_app().await;
+    // Queue gauges are sampled in the background; this harness samples every 50 ms.
+    let app = spawn_app_with(local_webhooks()).await;
     let key = app.register("metrics@example.com").await;
     subscribe(&app, &key, json!({"target": {"type": "queue"}})).await;
     let batch: Vec<Value> = (0..3).map(|i| json!({"body": i})).collect();
@@ -283,22 +286,32 @@ async fn metrics_report_bus_counts_and_queue_depths() {
     .send()
     .await
     .unwrap();
-    let text = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = |key: Option<String>| {
+        let request = app.get("/metrics");
+        let request = match key {
+            Some(key) => request.key(&key),
+            None => request,
+        };
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let text = scrape(None).await;
     assert!(text.contains("keel_bus_published_total 3"), "{text}");
     assert!(text.contains("keel_bus_delivered_total 1"));
     assert!(text.contains("keel_bus_acked_total 1"));
+    // Anonymous scrapes see queues summed: no tenant, topic or subscription names.
+    assert!(text.lines().any(|l| l == "keel_queue_depth 2"), "{text}");
+    assert!(!text.contains("orders"), "{text}");
+    assert!(!text.contains("tenant="), "{text}");
+    // The operator sees each queue.
+    let text = scrape(Some(app.operator_key.clone())).await;
     let depth = text
         .lines()
         .find(|l| l.starts_with("keel_queue_depth{") && l.contains("topic=\"orders\""))
         .unwrap();
     assert!(depth.ends_with(" 2"), "{depth}");
+    // A tenant's own key is not an operator key: it gets the sums.
+    assert!(!scrape(Some(key.clone())).await.contains("orders"));
     assert!(text.contains("keel_store_commits_total"));
     let overview: Value = app.get_json("/v1/stats/overview", &app.operator_key).await;
     assert_eq!(overview["bus"]["published"], 3);

@@ -9,7 +9,7 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
-use common::{spawn_app, Bearer, TestApp};
+use common::{local_webhooks, spawn_app_with, Bearer, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -49,7 +49,7 @@ async fn subscribe(app: &TestApp, key: &str, url: &str, max_receives: u32) {
     let put = app
         .request(Method::PUT, "/v1/topics/events/subscriptions/hook")
         .json(&json!({
-            "target": {"type": "webhook", "url": url, "secret": "s3cret"},
+            "target": {"type": "webhook", "url": url, "secret": "s3cret-s3cret-s3cret"},
             "max_receives": max_receives,
             "retry_backoff_s": [0],
         }))
@@ -75,7 +75,7 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn delivers_signed_messages_and_retries_failures() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(local_webhooks()).await;
     let key = app.register("hooks@example.com").await;
     let (url, receiver) = start_receiver(2).await;
     subscribe(&app, &key, &url, 5).await;
@@ -100,7 +100,10 @@ async fn delivers_signed_messages_and_retries_failures() {
     let calls = receiver.calls.lock().unwrap().clone();
     for (attempt, (headers, body)) in calls.iter().enumerate() {
         let signature = headers["x-keel-signature"].to_str().unwrap();
-        assert_eq!(signature, keel_server::workers::signature("s3cret", body));
+        assert_eq!(
+            signature,
+            keel_server::workers::signature("s3cret-s3cret-s3cret", body)
+        );
         assert_eq!(headers["x-keel-message-id"], id.as_str());
         assert_eq!(
             headers["x-keel-delivery-attempt"],
@@ -142,7 +145,7 @@ async fn delivers_signed_messages_and_retries_failures() {
 
 #[tokio::test]
 async fn dead_letters_after_max_receives_with_the_last_error() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(local_webhooks()).await;
     let key = app.register("dead@example.com").await;
     let (url, receiver) = start_receiver(usize::MAX).await;
     subscribe(&app, &key, &url, 2).await;
@@ -182,7 +185,7 @@ async fn dead_letters_after_max_receives_with_the_last_error() {
 
 #[tokio::test]
 async fn an_unreachable_receiver_is_a_failed_attempt_not_a_crash() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(local_webhooks()).await;
     let key = app.register("down@example.com").await;
     // Nothing listens on this port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -202,15 +205,13 @@ async fn an_unreachable_receiver_is_a_failed_attempt_not_a_crash() {
     })
     .await;
     let attempts: Value = app.get_json("/v1/queues/events/hook/attempts", &key).await;
-    assert!(attempts["attempts"][0]["error"]
-        .as_str()
-        .unwrap()
-        .contains("request failed"));
+    // Generic on purpose: the attempt log is no port scanner.
+    assert_eq!(attempts["attempts"][0]["error"], "could not connect");
 }
 
 #[tokio::test]
 async fn a_changed_url_takes_effect_without_a_restart() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(local_webhooks()).await;
     let key = app.register("moved@example.com").await;
     let (first_url, first) = start_receiver(0).await;
     let (second_url, second) = start_receiver(0).await;

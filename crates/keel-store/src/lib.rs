@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The counter is at 2^63−1 and cannot hand out another value.
     #[error("counter exhausted")]
     CounterExhausted,
+    /// The write would take the tenant past one of its [`Quotas`]; `quota` names
+    /// it as the configuration does (without `max_`). Callers answer 403.
+    #[error("quota {quota} ({limit}) reached")]
+    QuotaExceeded { quota: &'static str, limit: u64 },
     /// A bug or corrupt data: never caused by a client.
     #[error("store failure: {0}")]
     Internal(String),
@@ -138,6 +142,33 @@ pub trait Store:
     fn backend_name(&self) -> &'static str;
     /// How writes are being committed, for `/metrics`.
     fn write_stats(&self) -> std::sync::Arc<WriteStats>;
+}
+
+/// What one tenant may hold, enforced by the adapter inside the write that would
+/// exceed it (so concurrent requests cannot overshoot a quota together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Live (unrevoked) keys.
+    pub keys_per_tenant: u64,
+    pub topics_per_tenant: u64,
+    pub subscriptions_per_tenant: u64,
+    /// Subscriptions whose target is a webhook.
+    pub webhooks_per_tenant: u64,
+    /// Bytes one publish may write: each message's size times the subscriptions
+    /// it is copied to.
+    pub fanout_bytes_per_publish: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            keys_per_tenant: 100,
+            topics_per_tenant: 1_000,
+            subscriptions_per_tenant: 1_000,
+            webhooks_per_tenant: 50,
+            fanout_bytes_per_publish: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// How well durable writes share their commits: `writes / commits` is the mean

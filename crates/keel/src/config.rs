@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use keel_core::apikey::ApiKey;
-use serde::Deserialize;
+use keel_server::limits::Limits;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// A value that never prints in full.
 #[derive(Clone, Default)]
@@ -81,6 +82,9 @@ pub struct Config {
     pub read_cache_ttl_ms: u64,
     pub log_format: String,
     pub shutdown_grace_s: u64,
+    /// Timeouts, caps and quotas (`keel_server::limits::Limits`): flat keys in
+    /// `keel.toml`, `KEEL_<NAME>` in the environment.
+    pub limits: Limits,
 }
 
 /// `keel.toml`: every key optional, same names as [`Config`].
@@ -135,10 +139,12 @@ impl Config {
         env: &BTreeMap<String, String>,
         overrides: &Overrides,
     ) -> anyhow::Result<Self> {
-        let file: FileConfig = match file {
+        let mut table: toml::Table = match file {
             Some(text) => toml::from_str(text).context("keel.toml")?,
-            None => FileConfig::default(),
+            None => toml::Table::new(),
         };
+        let limits: Limits = layered(&mut table, env)?;
+        let file: FileConfig = toml::Value::Table(table).try_into().context("keel.toml")?;
         let var = |name: &str| env.get(name).cloned();
         fn parsed<T: std::str::FromStr>(
             name: &str,
@@ -221,6 +227,7 @@ impl Config {
             shutdown_grace_s: parsed("KEEL_SHUTDOWN_GRACE_S", var("KEEL_SHUTDOWN_GRACE_S"))?
                 .or(file.shutdown_grace_s)
                 .unwrap_or(30),
+            limits,
         };
         config.validate()?;
         Ok(config)
@@ -256,6 +263,7 @@ impl Config {
         if self.body_limit_bytes == 0 {
             bail!("body_limit_bytes must be > 0");
         }
+        self.limits.validate().map_err(anyhow::Error::msg)?;
         jiff::tz::TimeZone::get(&self.time_zone)
             .with_context(|| format!("time_zone {:?}", self.time_zone))?;
         if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
@@ -311,10 +319,53 @@ impl Config {
             ("log_format", quote(&self.log_format)),
             ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
         ];
+        let limits = toml::Table::try_from(&self.limits).expect("limits serialise");
         rows.into_iter()
+            .chain(limits.iter().map(|(k, v)| (k.as_str(), v.to_string())))
             .map(|(k, v)| format!("{k} = {v}  # KEEL_{}\n", k.to_uppercase()))
             .collect()
     }
+}
+
+/// Layers a settings struct whose every field has a default: its defaults, then the
+/// same-named keys of `file` (which are taken out of it), then `KEEL_<KEY>`
+/// variables, parsed as the default's type (lists are comma-separated).
+fn layered<T: Serialize + DeserializeOwned + Default>(
+    file: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<T> {
+    let mut table = toml::Table::try_from(T::default()).context("default settings")?;
+    for (key, value) in table.iter_mut() {
+        if let Some(from_file) = file.remove(key) {
+            *value = from_file;
+        }
+        let name = format!("KEEL_{}", key.to_uppercase());
+        if let Some(raw) = env.get(&name) {
+            let bad = |e: &dyn fmt::Display| anyhow::anyhow!("{name}={raw:?}: {e}");
+            *value = match value {
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|e| bad(&e))?)
+                }
+                toml::Value::Float(_) => {
+                    toml::Value::Float(raw.trim().parse().map_err(|e| bad(&e))?)
+                }
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.trim().parse().map_err(|e| bad(&e))?)
+                }
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                ),
+                _ => toml::Value::String(raw.clone()),
+            };
+        }
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .context("settings out of range")
 }
 
 fn quote(s: &str) -> String {
@@ -392,5 +443,42 @@ mod tests {
         assert!(
             Config::from_layers(Some("nonsense = 1"), &env(&[]), &Overrides::default()).is_err()
         );
+    }
+
+    #[test]
+    fn limits_layer_like_every_other_option() {
+        let file = "max_connections = 7\nwebhook_allow = [\"10.0.0.0/8\"]\nidle_timeout_ms = 5\n";
+        let c = Config::from_layers(
+            Some(file),
+            &env(&[
+                ("KEEL_IDLE_TIMEOUT_MS", "2500"),
+                ("KEEL_WEBHOOK_ALLOW_HTTP", "true"),
+                ("KEEL_TENANT_RATE_LIMIT_PER_SECOND", "12.5"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.webhook_allow, ["10.0.0.0/8"]);
+        assert_eq!(c.limits.idle_timeout_ms, 2500);
+        assert!(c.limits.webhook_allow_http);
+        assert_eq!(c.limits.tenant_rate_limit_per_second, 12.5);
+        assert_eq!(c.limits.max_uri_bytes, Limits::default().max_uri_bytes);
+        let shown = c.describe();
+        assert!(
+            shown.contains("max_connections = 7  # KEEL_MAX_CONNECTIONS"),
+            "{shown}"
+        );
+        for (k, v) in [
+            ("KEEL_MAX_CONNECTIONS", "many"),
+            ("KEEL_MAX_CONNECTIONS", "0"),
+            ("KEEL_WEBHOOK_ALLOW", "10.0.0.0/99"),
+            ("KEEL_IDLE_TIMEOUT_MS", "-1"),
+        ] {
+            assert!(
+                Config::from_layers(None, &env(&[(k, v)]), &Overrides::default()).is_err(),
+                "{k}={v}"
+            );
+        }
     }
 }

@@ -127,8 +127,9 @@ fn main() -> anyhow::Result<()> {
 fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store_url() {
         StoreUrl::Sqlite(path) => {
-            let store =
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?
+                .with_quotas(config.limits.store_quotas());
             Ok(Arc::new(store))
         }
     }
@@ -202,6 +203,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics_public: config.metrics_public,
         key_cache_ttl: config.key_cache_ttl(),
         read_cache_ttl: Duration::from_millis(config.read_cache_ttl_ms),
+        limits: config.limits.clone(),
     };
     let request_log = logging::request_log(&config.log_format);
     let state =

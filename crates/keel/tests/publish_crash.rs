@@ -132,7 +132,7 @@ async fn sigterm_lets_an_in_flight_webhook_delivery_finish() {
     let put = client
         .put(format!("{}/v1/topics/jobs/subscriptions/hook", keel.base))
         .bearer_auth(OPERATOR_KEY)
-        .json(&json!({"target": {"type": "webhook", "url": url, "secret": "x"}, "visibility_timeout_s": 2}))
+        .json(&json!({"target": {"type": "webhook", "url": url, "secret": "x-long-enough-secret"}, "visibility_timeout_s": 2}))
         .send()
         .await
         .unwrap();

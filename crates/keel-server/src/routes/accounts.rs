@@ -22,6 +22,7 @@ use crate::{
     audit::AuditNote,
     auth::{Authed, Caller},
     extract::{from_json, JsonBody, PageQuery, PathParams, Query},
+    logins::ClientAddress,
     problem::{ApiError, ApiResult, Problem},
     routes::counters::JSON_API,
     services::{hash_password, issue_key, verify_password},
@@ -165,7 +166,8 @@ pub async fn register(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let (email, password) = parse_credentials(body)?;
-    let password_hash = hash_password(password.expose().to_owned()).await?;
+    let slot = state.logins.hashing_permit()?;
+    let password_hash = hash_password(password.expose().to_owned(), slot).await?;
     let key = ApiKey::generate();
     let (account, _) = state
         .store
@@ -209,6 +211,7 @@ pub async fn register(
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
+    ClientAddress(address): ClientAddress,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let (tenant, scopes) = match caller {
@@ -226,15 +229,31 @@ pub async fn create_key(
         }
         Caller::Anonymous => {
             let (email, password) = parse_credentials(body)?;
+            state.logins.check(address, email.as_str())?;
+            let slot = state.logins.hashing_permit()?;
             let account = state.store.account_by_email(email.as_str()).await?;
             let ok = verify_password(
                 password.expose().to_owned(),
                 account.as_ref().map(|a| a.password_hash.clone()),
+                slot,
             )
             .await?;
             match account {
                 Some(account) if ok => (account.tenant_id, Scopes::account_owner()),
-                _ => return Err(ApiError::Unauthorized("email or password is wrong".into())),
+                account => {
+                    state.logins.failed(address, email.as_str());
+                    // Audited under the account's tenant, so its owner sees the
+                    // guessing in `GET /v1/audit`.
+                    let mut response =
+                        ApiError::Unauthorized("email or password is wrong".into()).into_response();
+                    if let Some(account) = account {
+                        response.extensions_mut().insert(AuditNote::tenant_resource(
+                            account.tenant_id,
+                            "login-failed",
+                        ));
+                    }
+                    return Ok(response);
+                }
             }
         }
     };

@@ -97,7 +97,7 @@ pub fn parse_batch<T>(
 }
 
 /// Parses one message: `{"body": any, "attributes"?: {k: string | number}, "id"?: string}`.
-fn parse_message(value: &Value, pointer: &str) -> Result<OutgoingMessage, FieldError> {
+pub fn parse_message(value: &Value, pointer: &str) -> Result<OutgoingMessage, FieldError> {
     let object = value
         .as_object()
         .ok_or_else(|| FieldError::new(pointer, "a message is an object with a body"))?;
@@ -276,6 +276,13 @@ pub async fn put_subscription(
     key.require(Scope::Admin)?;
     let (topic, name) = (topic_name(&topic)?, subscription_name(&name)?);
     let subscription = parse_subscription(topic, name, from_json(body)?)?;
+    if let Ok(Target::Webhook { url, .. }) = Target::parse(&subscription.target) {
+        // What can be refused without resolving the name is refused now; the rest
+        // is checked against every address at each call.
+        state.outbound.check_url(&url).map_err(|refused| {
+            ApiError::field(FieldError::new("/target/url", refused.to_string()))
+        })?;
+    }
     let stored = state
         .store
         .put_subscription(&key.tenant_id, subscription)

@@ -11,7 +11,7 @@
 
 mod webhook;
 
-pub use webhook::signature;
+pub use webhook::{signature, timestamped_signature};
 
 use std::{collections::HashMap, time::Duration};
 

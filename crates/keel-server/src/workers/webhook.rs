@@ -2,8 +2,12 @@
 //!
 //! The body is an envelope `{"id", "topic", "subscription", "published_at",
 //! "receive_count", "attributes", "body"}`; `x-keel-signature: sha256=<hex>` is the
-//! HMAC-SHA256 of exactly those bytes under the subscription's secret, and
-//! `x-keel-message-id` carries the id so receivers can drop duplicates. A 2xx acks;
+//! HMAC-SHA256 of exactly those bytes under the subscription's secret (SPEC §4), and
+//! `x-keel-signature-v1: t=<unix seconds>,v1=<hex>` the HMAC of `"<t>.<body>"`, which
+//! a receiver checks together with the age of `t` to refuse replays (SECURITY.md has
+//! an example receiver). `x-keel-message-id` carries the id so receivers can drop
+//! duplicates. Calls go through `crate::outbound` (no internal addresses, no
+//! redirects, capped concurrency). A 2xx acks;
 //! anything else, or no answer within the timeout, retries after the
 //! subscription's backoff, and after `max_receives` tries the message is dead-lettered
 //! with the last error. Every attempt is recorded (`GET …/attempts`).
@@ -32,17 +36,30 @@ pub struct Deliverer {
     subscription: Subscription,
     url: String,
     secret: String,
-    client: reqwest::Client,
+    timeout: Duration,
 }
 
-/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret` (SPEC §4).
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret, &[body]))
+}
+
+/// `t=<unix seconds>,v1=<hex>`: the HMAC-SHA256 of `"<t>.<body>"`, so a captured
+/// delivery cannot be replayed later without the receiver noticing its age.
+pub fn timestamped_signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+    let t = unix_seconds.to_string();
+    let v1 = hmac_hex(secret, &[t.as_bytes(), b".", body]);
+    format!("t={t},v1={v1}")
 }
 
 impl Deliverer {
@@ -55,18 +72,13 @@ impl Deliverer {
     ) -> Self {
         let timeout = Duration::from_secs(u64::from(subscription.delivery.visibility_timeout_s))
             .min(MAX_TIMEOUT);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent("keel-webhook/1")
-            .build()
-            .expect("an HTTP client with a timeout builds");
         Self {
             state,
             tenant,
             subscription,
             url,
             secret,
-            client,
+            timeout,
         }
     }
 
@@ -135,32 +147,44 @@ impl Deliverer {
             "body": delivery.body,
         });
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
+        let outbound = &self.state.outbound;
+        let _permit = outbound.permit(&self.tenant).await;
         let started = Instant::now();
-        let result = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-keel-signature", signature(&self.secret, &body))
-            .header("x-keel-message-id", &delivery.id)
-            .header(
-                "x-keel-delivery-attempt",
-                delivery.receive_count.to_string(),
-            )
-            .body(body)
-            .send()
-            .await;
-        let elapsed = started.elapsed();
-        let (status, error) = match result {
-            Ok(response) if response.status().is_success() => {
-                (Some(response.status().as_u16()), None)
+        let (status, error) = match outbound.check_url(&self.url) {
+            Err(refused) => (None, Some(format!("refused: {refused}"))),
+            Ok(url) => {
+                let sent_at = self.state.clock.now().as_second();
+                let result = outbound
+                    .client()
+                    .post(url)
+                    .timeout(self.timeout)
+                    .header("content-type", "application/json")
+                    .header("x-keel-signature", signature(&self.secret, &body))
+                    .header(
+                        "x-keel-signature-v1",
+                        timestamped_signature(&self.secret, sent_at, &body),
+                    )
+                    .header("x-keel-message-id", &delivery.id)
+                    .header(
+                        "x-keel-delivery-attempt",
+                        delivery.receive_count.to_string(),
+                    )
+                    .body(body)
+                    .send()
+                    .await;
+                match result {
+                    Ok(response) if response.status().is_success() => {
+                        (Some(response.status().as_u16()), None)
+                    }
+                    Ok(response) => (
+                        Some(response.status().as_u16()),
+                        Some(format!("HTTP {}", response.status().as_u16())),
+                    ),
+                    Err(e) => (None, Some(crate::outbound::describe_failure(&e))),
+                }
             }
-            Ok(response) => (
-                Some(response.status().as_u16()),
-                Some(format!("HTTP {}", response.status())),
-            ),
-            Err(e) if e.is_timeout() => (None, Some("timed out".to_owned())),
-            Err(e) => (None, Some(format!("request failed: {e}"))),
         };
+        let elapsed = started.elapsed();
         let (topic, name) = (&self.subscription.topic, &self.subscription.name);
         let outcome = match &error {
             None => {
@@ -232,6 +256,24 @@ mod tests {
         assert_eq!(
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn timestamped_signatures_cover_the_time_and_the_body() {
+        let body = b"{\"id\":\"m1\"}";
+        let signed = timestamped_signature("a-long-enough-secret", 1_700_000_000, body);
+        assert!(signed.starts_with("t=1700000000,v1="), "{signed}");
+        // The same as signing "<t>.<body>" directly.
+        let mut expected = b"1700000000.".to_vec();
+        expected.extend_from_slice(body);
+        assert_eq!(
+            signed.split_once(",v1=").unwrap().1,
+            &signature("a-long-enough-secret", &expected)["sha256=".len()..]
+        );
+        assert_ne!(
+            signed,
+            timestamped_signature("a-long-enough-secret", 1_700_000_001, body)
         );
     }
 }

@@ -25,10 +25,24 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(ServerConfig::default()).await
 }
 
+/// Settings for tests whose webhook receivers listen on loopback over plain HTTP,
+/// which Keel refuses by default; queue gauges sampled often.
+pub fn local_webhooks() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.limits.webhook_allow = vec!["127.0.0.0/8".into()];
+    config.limits.webhook_allow_http = true;
+    config.limits.queue_stats_interval_ms = 50;
+    config
+}
+
 pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("keel.db");
-    let store = Arc::new(SqliteStore::open(&db_path).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(&db_path)
+            .unwrap()
+            .with_quotas(config.limits.store_quotas()),
+    );
     let operator_key = match services::bootstrap(&*store, None).await.unwrap() {
         services::Bootstrap::Created(key) => key.reveal(),
         other => panic!("a fresh store bootstraps a key, got {other:?}"),

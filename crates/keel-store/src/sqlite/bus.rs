@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use super::{
     bus_support::{
-        ensure_topic_row, json_map, json_text, json_value, parse_receipt, subscription_from_row,
-        DEDUP_WINDOW_MICROS,
+        ensure_topic_row, json_map, json_text, json_value, parse_receipt, route_messages,
+        subscription_from_row, DEDUP_WINDOW_MICROS,
     },
     from_micros, to_micros, SqliteStore,
 };
 use crate::{
-    bus::{Bus, DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, Subscription},
+    bus::{Bus, DeadLetter, Delivery, OutgoingMessage, QueueStats, Subscription},
     StoreError, StoreResult, TenantId,
 };
 
@@ -89,13 +89,14 @@ impl Bus for SqliteStore {
     }
 
     async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {
+        let limit = self.quotas.topics_per_tenant;
         let (tenant, topic, now) = (
             tenant.0.clone(),
             topic.as_str().to_owned(),
             to_micros(self.clock.now()),
         );
         self.writer
-            .execute(move |conn| ensure_topic_row(conn, &tenant, &topic, now))
+            .execute(move |conn| ensure_topic_row(conn, &tenant, &topic, now, limit))
             .await
     }
 
@@ -110,14 +111,28 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             to_micros(self.clock.now()),
         );
+        let routes = self.bus_cache.routes(&self.readers, &tenant, &topic)?;
+        let quotas = self.quotas;
+        // Filters run here, on the publisher's task (a blocking thread when the
+        // batch is large), never on the shared writer thread.
+        let routed = if routes.len() * messages.len() <= 256 {
+            route_messages(&routes, messages, quotas.fanout_bytes_per_publish)?
+        } else {
+            let routes = routes.clone();
+            tokio::task::spawn_blocking(move || {
+                route_messages(&routes, messages, quotas.fanout_bytes_per_publish)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("routing task: {e}")))??
+        };
         let cache = self.bus_cache.clone();
         let ids = self
             .writer
             .execute(move |conn| {
-                let routes = cache.routes(conn, &tenant, &topic, now)?;
+                ensure_topic_row(conn, &tenant, &topic, now, quotas.topics_per_tenant)?;
                 cache.sweep_dedup(conn, now)?;
-                let mut ids = Vec::with_capacity(messages.len());
-                for message in messages {
+                let mut ids = Vec::with_capacity(routed.len());
+                for message in routed {
                     if let Some(dedup) = &message.dedup_id {
                         let seen: Option<String> = conn
                             .prepare_cached(
@@ -140,26 +155,15 @@ impl Bus for SqliteStore {
                         )?
                         .execute(params![tenant, topic, dedup, id, now + DEDUP_WINDOW_MICROS])?;
                     }
-                    let attributes = Value::Object(message.attributes);
-                    let mut texts: Option<(String, String)> = None;
-                    for (name, scope, policy) in routes.iter() {
-                        let document = match scope {
-                            FilterScope::Attributes => &attributes,
-                            FilterScope::Body => &message.body,
-                        };
-                        if !policy.matches(document) {
-                            continue;
+                    if let Some((body, attrs)) = &message.texts {
+                        for &route in &message.matched {
+                            conn.prepare_cached(
+                                "INSERT INTO deliveries
+                                    (tenant_id, topic, subscription, message_id, body, attributes, published_at, visible_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                            )?
+                            .execute(params![tenant, topic, routes[route].0, id, body, attrs, now])?;
                         }
-                        if texts.is_none() {
-                            texts = Some((json_text(&message.body)?, json_text(&attributes)?));
-                        }
-                        let (body, attrs) = texts.as_ref().expect("set above");
-                        conn.prepare_cached(
-                            "INSERT INTO deliveries
-                                (tenant_id, topic, subscription, message_id, body, attributes, published_at, visible_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                        )?
-                        .execute(params![tenant, topic, name, id, body, attrs, now])?;
                     }
                     // With no matching subscription the message is accepted and
                     // delivered to nobody, as SNS does.
@@ -184,11 +188,17 @@ impl Bus for SqliteStore {
             ..subscription
         };
         let row = stored.clone();
-        let cache = self.bus_cache.clone();
+        let quotas = self.quotas;
+        let tenant_id = tenant.clone();
         self.writer
             .execute(move |conn| {
-                ensure_topic_row(conn, &tenant, row.topic.as_str(), to_micros(now))?;
-                cache.forget(&tenant, row.topic.as_str());
+                ensure_topic_row(
+                    conn,
+                    &tenant,
+                    row.topic.as_str(),
+                    to_micros(now),
+                    quotas.topics_per_tenant,
+                )?;
                 conn.prepare_cached(
                     "INSERT INTO subscriptions (tenant_id, topic, name, filter, filter_scope, target,
                         max_receives, visibility_timeout_s, retry_backoff_s, created_at)
@@ -211,9 +221,32 @@ impl Bus for SqliteStore {
                     json_text(&row.delivery.retry_backoff_s)?,
                     to_micros(now)
                 ])?;
+                // Counted after the write, inside its savepoint: over the quota
+                // undoes it, and concurrent requests cannot overshoot together.
+                let (subscriptions, webhooks): (i64, i64) = conn
+                    .prepare_cached(
+                        "SELECT count(*), coalesce(sum(json_extract(target, '$.type') = 'webhook'), 0)
+                         FROM subscriptions WHERE tenant_id = ?1",
+                    )?
+                    .query_row([&tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if subscriptions as u64 > quotas.subscriptions_per_tenant {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: "subscriptions_per_tenant",
+                        limit: quotas.subscriptions_per_tenant,
+                    });
+                }
+                let is_webhook = row.target.get("type").and_then(Value::as_str) == Some("webhook");
+                if is_webhook && webhooks as u64 > quotas.webhooks_per_tenant {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: "webhooks_per_tenant",
+                        limit: quotas.webhooks_per_tenant,
+                    });
+                }
                 Ok(())
             })
             .await?;
+        self.bus_cache
+            .forget(tenant_id.as_str(), stored.topic.as_str());
         Ok(stored)
     }
 

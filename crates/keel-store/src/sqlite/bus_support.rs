@@ -1,10 +1,10 @@
 //! Helpers of the embedded bus: receipts, JSON columns, the per-topic routing
-//! cache, and reading subscription rows.
+//! cache, routing messages through filters, and reading subscription rows.
 
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -17,9 +17,9 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
-use super::from_micros;
+use super::{from_micros, readers::Readers};
 use crate::{
-    bus::{FilterScope, Subscription},
+    bus::{FilterScope, OutgoingMessage, Subscription},
     StoreError, StoreResult,
 };
 
@@ -51,52 +51,72 @@ pub(super) fn json_map(text: &str) -> StoreResult<Map<String, Value>> {
     }
 }
 
+/// Creates the topic row if it is new, refusing a topic past the tenant's quota
+/// (the insert is undone with the job's savepoint).
 pub(super) fn ensure_topic_row(
     conn: &Connection,
     tenant: &str,
     topic: &str,
     now: i64,
+    limit: u64,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO topics (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![tenant, topic, now])?;
+    let created = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO topics (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![tenant, topic, now])?;
+    if created > 0 {
+        let topics: i64 = conn
+            .prepare_cached("SELECT count(*) FROM topics WHERE tenant_id = ?1")?
+            .query_row([tenant], |r| r.get(0))?;
+        if topics as u64 > limit {
+            return Err(StoreError::QuotaExceeded {
+                quota: "topics_per_tenant",
+                limit,
+            });
+        }
+    }
     Ok(())
 }
 
 /// A topic's subscriptions with their parsed filters: where a publish fans out.
 pub(super) type Routes = Arc<Vec<(String, FilterScope, FilterPolicy)>>;
 
-/// In-memory state of the writer thread's bus work. Only writer jobs touch it,
-/// and they run one at a time in commit order, so it matches what the database
-/// says (a batch that fails to commit only costs a reload).
+/// Routing shared by publishers. Routes are read through a reader connection and
+/// filters evaluated on the publisher's task, never on the writer thread, so an
+/// expensive filter slows only its own publish. A subscription change bumps
+/// `generation` *after* it commits; a load that raced with it is not cached.
 #[derive(Default)]
 pub(super) struct BusCache {
     routes: Mutex<HashMap<(String, String), Routes>>,
+    generation: AtomicU64,
     /// When expired dedup ids were last swept (µs).
     last_sweep: AtomicI64,
 }
 
 impl BusCache {
-    /// The topic's routes; the first call per topic also makes sure it exists.
     pub(super) fn routes(
         &self,
-        conn: &Connection,
+        readers: &Readers,
         tenant: &str,
         topic: &str,
-        now: i64,
     ) -> StoreResult<Routes> {
         let key = (tenant.to_owned(), topic.to_owned());
         if let Some(routes) = self.routes.lock().get(&key) {
             return Ok(routes.clone());
         }
-        ensure_topic_row(conn, tenant, topic, now)?;
-        let routes: Routes = Arc::new(routing(conn, tenant, topic)?);
-        self.routes.lock().insert(key, routes.clone());
+        let generation = self.generation.load(Ordering::SeqCst);
+        let routes: Routes = Arc::new(readers.read(|conn| routing(conn, tenant, topic))?);
+        let mut cached = self.routes.lock();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            cached.insert(key, routes.clone());
+        }
         Ok(routes)
     }
 
+    /// Call after a change to the topic's subscriptions has committed.
     pub(super) fn forget(&self, tenant: &str, topic: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.routes
             .lock()
             .remove(&(tenant.to_owned(), topic.to_owned()));
@@ -112,6 +132,61 @@ impl BusCache {
             .execute([now])?;
         Ok(())
     }
+}
+
+/// A message ready for the writer: filters evaluated, JSON serialised once.
+pub(super) struct RoutedMessage {
+    pub dedup_id: Option<String>,
+    /// Indexes into the routes it matched.
+    pub matched: Vec<usize>,
+    /// Body and attributes as stored; `None` when it matched nothing.
+    pub texts: Option<(String, String)>,
+}
+
+/// Evaluates every message against every route and checks the fan-out quota:
+/// the bytes a publish writes are its messages' sizes times their copies.
+pub(super) fn route_messages(
+    routes: &Routes,
+    messages: Vec<OutgoingMessage>,
+    fanout_limit: u64,
+) -> StoreResult<Vec<RoutedMessage>> {
+    let mut fanout_bytes: u64 = 0;
+    messages
+        .into_iter()
+        .map(|message| {
+            let attributes = Value::Object(message.attributes);
+            let matched: Vec<usize> = routes
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, scope, policy))| {
+                    policy.matches(match scope {
+                        FilterScope::Attributes => &attributes,
+                        FilterScope::Body => &message.body,
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let texts = if matched.is_empty() {
+                None
+            } else {
+                let texts = (json_text(&message.body)?, json_text(&attributes)?);
+                let size = (texts.0.len() + texts.1.len()) as u64;
+                fanout_bytes = fanout_bytes.saturating_add(size * matched.len() as u64);
+                if fanout_bytes > fanout_limit {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: "fanout_bytes_per_publish",
+                        limit: fanout_limit,
+                    });
+                }
+                Some(texts)
+            };
+            Ok(RoutedMessage {
+                dedup_id: message.dedup_id,
+                matched,
+                texts,
+            })
+        })
+        .collect()
 }
 
 /// The subscriptions of a topic with their parsed filters.

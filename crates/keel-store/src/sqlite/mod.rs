@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use keel_core::clock::{Clock, SystemClock};
 use rusqlite::Connection;
 
-use crate::{StoreError, StoreResult};
+use crate::{Quotas, StoreError, StoreResult};
 
 pub use migrations::{applied_migrations, migrate, MIGRATIONS};
 
@@ -35,6 +35,7 @@ pub struct SqliteStore {
     /// Woken after the store target writes records (for `?wait=true`).
     stored: Arc<tokio::sync::Notify>,
     bus_cache: Arc<bus_support::BusCache>,
+    quotas: Quotas,
 }
 
 impl SqliteStore {
@@ -47,11 +48,7 @@ impl SqliteStore {
     /// As [`SqliteStore::open`], with the bus's notion of "now" (visibility
     /// timeouts, dedup windows) taken from `clock`.
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        create_private_file(path)?;
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         Ok(Self {
@@ -61,7 +58,14 @@ impl SqliteStore {
             published: Arc::new(tokio::sync::Notify::new()),
             stored: Arc::new(tokio::sync::Notify::new()),
             bus_cache: Arc::default(),
+            quotas: Quotas::default(),
         })
+    }
+
+    /// The same store, enforcing `quotas` from now on.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     fn wake_receivers(&self) {
@@ -74,6 +78,36 @@ impl SqliteStore {
 
     pub fn commit_stats(&self) -> Arc<crate::WriteStats> {
         self.writer.stats.clone()
+    }
+}
+
+/// Creates the database file (and its folder) readable by this user only — the
+/// file holds key hashes, webhook secrets and every tenant's data. SQLite gives
+/// the WAL and shared-memory files it creates later the database file's mode.
+/// An existing file keeps the mode its operator gave it.
+fn create_private_file(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let unavailable = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| unavailable(dir, e))?;
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(unavailable(path, e)),
     }
 }
 

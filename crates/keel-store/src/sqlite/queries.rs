@@ -170,8 +170,22 @@ impl KeyStore for SqliteStore {
         let (id, now) = (new_id(), Timestamp::now());
         let row = key.clone();
         let row_id = id.clone();
+        let limit = self.quotas.keys_per_tenant;
         self.writer
-            .execute(move |conn| insert_key(conn, &row, &row_id, now))
+            .execute(move |conn| {
+                let live: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM api_keys WHERE tenant_id = ?1 AND revoked_at IS NULL",
+                    )?
+                    .query_row([row.tenant_id.as_str()], |r| r.get(0))?;
+                if live as u64 >= limit {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: "keys_per_tenant",
+                        limit,
+                    });
+                }
+                insert_key(conn, &row, &row_id, now)
+            })
             .await?;
         Ok(stored_from_new(key, id, now))
     }

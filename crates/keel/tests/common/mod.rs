@@ -50,6 +50,11 @@ impl Keel {
             .env("KEEL_BOOTSTRAP_ADMIN_KEY", OPERATOR_KEY)
             .env("KEEL_RATE_LIMIT_PER_SECOND", "1000000")
             .env("KEEL_RATE_LIMIT_BURST", "1000000")
+            .env("KEEL_TENANT_RATE_LIMIT_PER_SECOND", "1000000")
+            .env("KEEL_TENANT_RATE_LIMIT_BURST", "1000000")
+            // The tests' webhook receivers listen on loopback over plain HTTP.
+            .env("KEEL_WEBHOOK_ALLOW", "127.0.0.0/8")
+            .env("KEEL_WEBHOOK_ALLOW_HTTP", "true")
             .env("KEEL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
