@@ -384,3 +384,114 @@ async fn accepted_messages_survive_reopening() {
     let bodies: Vec<i64> = got.iter().map(|d| d.body.as_i64().unwrap()).collect();
     assert_eq!(bodies, (0..100).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn quotas_are_enforced_inside_the_write() {
+    use keel_store::Quotas;
+    let f = fixture().await;
+    let store = f.store.clone().with_quotas(Quotas {
+        topics_per_tenant: 1,
+        subscriptions_per_tenant: 1,
+        fanout_bytes_per_publish: 100,
+        ..Quotas::default()
+    });
+    let sub = |topic: &str, name: &str| Subscription {
+        topic: name_of(topic),
+        name: name_of(name),
+        filter: None,
+        filter_scope: FilterScope::Attributes,
+        target: json!({"type": "queue"}),
+        delivery: DeliveryPolicy::default(),
+        created_at: Timestamp::UNIX_EPOCH,
+    };
+    store
+        .put_subscription(&f.tenant, sub("a", "s1"))
+        .await
+        .unwrap();
+    let quota = |e: StoreError| match e {
+        StoreError::QuotaExceeded { quota, .. } => quota,
+        other => panic!("expected a quota error, got {other:?}"),
+    };
+    assert_eq!(
+        quota(
+            store
+                .ensure_topic(&f.tenant, &name_of("b"))
+                .await
+                .unwrap_err()
+        ),
+        "topics_per_tenant"
+    );
+    assert_eq!(
+        quota(
+            store
+                .put_subscription(&f.tenant, sub("a", "s2"))
+                .await
+                .unwrap_err()
+        ),
+        "subscriptions_per_tenant"
+    );
+    let big = OutgoingMessage {
+        body: json!("x".repeat(200)),
+        attributes: Map::new(),
+        dedup_id: None,
+    };
+    assert_eq!(
+        quota(
+            store
+                .publish(&f.tenant, &name_of("a"), vec![big])
+                .await
+                .unwrap_err()
+        ),
+        "fanout_bytes_per_publish"
+    );
+    // Nothing of the refused writes was kept.
+    assert_eq!(
+        store
+            .stats(&f.tenant, &name_of("a"), &name_of("s1"))
+            .await
+            .unwrap()
+            .depth,
+        0
+    );
+    assert!(store
+        .subscription(&f.tenant, &name_of("a"), &name_of("s2"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_new_subscription_sees_the_next_publish() {
+    // Routing is cached outside the writer; a subscription change must reach it.
+    let f = fixture().await;
+    f.subscribe("t", "first", None, FilterScope::Attributes, 5)
+        .await;
+    let message = || OutgoingMessage {
+        body: json!(1),
+        attributes: Map::new(),
+        dedup_id: None,
+    };
+    f.store
+        .publish(&f.tenant, &name_of("t"), vec![message()])
+        .await
+        .unwrap();
+    f.subscribe("t", "second", None, FilterScope::Attributes, 5)
+        .await;
+    f.store
+        .publish(&f.tenant, &name_of("t"), vec![message()])
+        .await
+        .unwrap();
+    let depth = |name: &'static str| {
+        let store = f.store.clone();
+        let tenant = f.tenant.clone();
+        async move {
+            store
+                .stats(&tenant, &name_of("t"), &name_of(name))
+                .await
+                .unwrap()
+                .depth
+        }
+    };
+    assert_eq!(depth("first").await, 2);
+    assert_eq!(depth("second").await, 1);
+}

@@ -294,3 +294,20 @@ async fn audit_pages_newest_first_and_per_tenant() {
         })
     ));
 }
+
+#[test]
+fn the_database_and_its_folder_are_private_to_their_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keel-data");
+    let path = data.join("keel.db");
+    let _store = keel_store::sqlite::SqliteStore::open(&path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    // SQLite gives its WAL the database file's mode.
+    let wal = data.join("keel.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
