@@ -9,6 +9,7 @@ pub mod collections;
 pub mod counters;
 pub mod hello;
 pub mod me;
+pub mod openapi;
 pub mod ops;
 pub mod queues;
 
@@ -67,8 +68,9 @@ static OPENAPI_JSON: OnceLock<String> = OnceLock::new();
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi_json() -> Response {
     let doc = OPENAPI_JSON.get_or_init(|| {
-        let (_, doc) = api().split_for_parts();
-        doc.to_json().expect("the OpenAPI document serialises")
+        document()
+            .to_json()
+            .expect("the OpenAPI document serialises")
     });
     let mut response = doc.clone().into_response();
     response.headers_mut().insert(
@@ -117,10 +119,17 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
+/// The whole document: the routes' annotations completed per kind of route.
+fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    openapi::complete(&mut doc);
+    doc
+}
+
 /// The OpenAPI document as JSON (also served at `/openapi.json`).
 pub fn openapi_document() -> String {
-    let (_, doc) = api().split_for_parts();
-    doc.to_pretty_json()
+    document()
+        .to_pretty_json()
         .expect("the OpenAPI document serialises")
 }
 
