@@ -10,6 +10,7 @@ pub mod apikey;
 pub mod bus;
 pub mod clock;
 pub mod counter;
+pub mod cursor;
 pub mod field_error;
 pub mod filter;
 pub mod greeter;

@@ -123,7 +123,7 @@ impl PageQuery {
     pub const DEFAULT_LIMIT: u32 = 100;
     pub const MAX_LIMIT: u32 = 1000;
 
-    pub fn into_request(self) -> Result<keel_store::PageRequest, ApiError> {
+    fn limit(&self) -> Result<u32, ApiError> {
         let limit = self.limit.unwrap_or(Self::DEFAULT_LIMIT);
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
             return Err(ApiError::field(FieldError::new(
@@ -131,10 +131,36 @@ impl PageQuery {
                 format!("limit must be from 1 to {}", Self::MAX_LIMIT),
             )));
         }
-        Ok(keel_store::PageRequest {
-            limit,
-            cursor: self.cursor,
-        })
+        Ok(limit)
+    }
+}
+
+/// Cursors as clients see them: sealed positions (`keel_core::cursor`), valid only
+/// in the listing (`scope`) that issued them. Made by `AppState::paging`.
+pub struct Paging<'a> {
+    pub(crate) codec: &'a keel_core::cursor::CursorCodec,
+    pub(crate) scope: String,
+}
+
+impl Paging<'_> {
+    /// The store's page request: the limit checked, the cursor opened.
+    pub fn request(&self, query: PageQuery) -> Result<keel_store::PageRequest, ApiError> {
+        let limit = query.limit()?;
+        let cursor = match query.cursor {
+            None => None,
+            Some(sealed) => Some(self.codec.decode(&self.scope, &sealed).ok_or_else(|| {
+                ApiError::field(FieldError::new(
+                    "/cursor",
+                    "not a cursor this listing issued",
+                ))
+            })?),
+        };
+        Ok(keel_store::PageRequest { limit, cursor })
+    }
+
+    /// The `next_cursor` to hand out for the store's position.
+    pub fn next(&self, position: Option<String>) -> Option<String> {
+        position.map(|p| self.codec.encode(&self.scope, &p))
     }
 }
 

@@ -11,13 +11,13 @@ use std::{
 };
 
 use jiff::tz::TimeZone;
-use keel_core::clock::Clock;
+use keel_core::{clock::Clock, cursor::CursorCodec};
 use keel_store::Store;
 
 use crate::{
-    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, limits::Limits,
-    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache, request_log::RequestLog,
-    telemetry::Telemetry,
+    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, extract::Paging,
+    limits::Limits, logins::LoginGuard, outbound::Outbound, read_cache::ReadCache,
+    request_log::RequestLog, telemetry::Telemetry,
 };
 
 /// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
@@ -70,6 +70,8 @@ pub struct Inner {
     pub collection_reads: CollectionReads,
     pub outbound: Outbound,
     pub logins: LoginGuard,
+    /// Seals pagination cursors; its key comes from the store on first use.
+    cursors: tokio::sync::OnceCell<CursorCodec>,
     draining: AtomicBool,
     /// Turns true when draining starts; background roles watch it.
     stop: tokio::sync::watch::Sender<bool>,
@@ -120,6 +122,7 @@ impl AppState {
             collection_reads,
             outbound,
             logins,
+            cursors: tokio::sync::OnceCell::new(),
             draining: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
         }));
@@ -152,6 +155,21 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Pagination for a listing in `scope` (the tenant and the listing): cursors
+    /// in requests are opened, cursors in answers sealed.
+    pub async fn paging(&self, scope: String) -> Result<Paging<'_>, crate::problem::ApiError> {
+        let codec = self
+            .cursors
+            .get_or_try_init(|| async {
+                self.store
+                    .server_secret("pagination-cursors")
+                    .await
+                    .map(CursorCodec::new)
+            })
+            .await?;
+        Ok(Paging { codec, scope })
     }
 
     /// From now on `/readyz` answers 503 so load balancers stop sending traffic.

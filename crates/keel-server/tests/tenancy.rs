@@ -323,3 +323,41 @@ async fn key_use_is_recorded() {
     let list = json_of(app.get("/v1/keys").key(&key).send().await.unwrap(), 200).await;
     assert!(list["keys"][0]["last_used_at"].is_string(), "{list}");
 }
+
+#[tokio::test]
+async fn cursors_are_opaque_and_work_only_where_issued() {
+    let app = spawn_app().await;
+    let a = app.register("cursor-a@example.com").await;
+    let b = app.register("cursor-b@example.com").await;
+    for _ in 0..3 {
+        app.request(Method::PUT, "/v1/topics/t")
+            .key(&a)
+            .send()
+            .await
+            .unwrap();
+        app.request(Method::PUT, "/v1/topics/t")
+            .key(&b)
+            .send()
+            .await
+            .unwrap();
+    }
+    let first: Value = app.get_json("/v1/audit?limit=1", &a).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    // No row number or id shows through.
+    assert!(!cursor.chars().all(|c| c.is_ascii_digit()), "{cursor}");
+    assert!(cursor.len() >= 30, "{cursor}");
+    let second: Value = app
+        .get_json(&format!("/v1/audit?limit=1&cursor={cursor}"), &a)
+        .await;
+    assert_eq!(second["events"].as_array().unwrap().len(), 1);
+    assert_ne!(second["events"][0]["id"], first["events"][0]["id"]);
+    // Another tenant, or another listing, cannot use it.
+    app.get(&format!("/v1/audit?limit=1&cursor={cursor}"))
+        .key(&b)
+        .problem(400)
+        .await;
+    app.get(&format!("/v1/keys?limit=1&cursor={cursor}"))
+        .key(&a)
+        .problem(400)
+        .await;
+}

@@ -138,6 +138,9 @@ pub trait Store:
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// A random 32-byte secret named `name`, made on first use and the same for
+    /// every replica of this store from then on.
+    async fn server_secret(&self, name: &str) -> StoreResult<[u8; 32]>;
     /// Which adapter this is, for logs and `keel config`.
     fn backend_name(&self) -> &'static str;
     /// How writes are being committed, for `/metrics`.

@@ -271,13 +271,14 @@ pub async fn list_keys(
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<KeyList>> {
     key.require(Scope::Admin)?;
+    let paging = state.paging(format!("{}/keys", key.tenant_id)).await?;
     let page = state
         .store
-        .list_keys(&key.tenant_id, page.into_request()?)
+        .list_keys(&key.tenant_id, paging.request(page)?)
         .await?;
     Ok(Json(KeyList {
         keys: page.items.iter().map(KeyView::from).collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: paging.next(page.next_cursor),
     }))
 }
 

@@ -97,10 +97,11 @@ pub async fn list_tenants(
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<TenantList>> {
     key.require(Scope::Operator)?;
-    let page = state.store.list_tenants(page.into_request()?).await?;
+    let paging = state.paging("operator/tenants".into()).await?;
+    let page = state.store.list_tenants(paging.request(page)?).await?;
     Ok(Json(TenantList {
         tenants: page.items.iter().map(TenantView::from).collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: paging.next(page.next_cursor),
     }))
 }
 

@@ -206,7 +206,10 @@ pub async fn list_records(
 ) -> ApiResult<Json<Value>> {
     key.require(Scope::Read)?;
     let collection = collection_name(&collection)?;
-    let page = page.into_request()?;
+    let paging = state
+        .paging(format!("{}/records/{}", key.tenant_id, collection.as_str()))
+        .await?;
+    let page = paging.request(page)?;
     let cache_key = state.collection_reads.key(
         &key.tenant_id,
         collection.as_str(),
@@ -225,7 +228,7 @@ pub async fn list_records(
         .await?;
     let list = RecordList {
         records: found.items.into_iter().map(RecordView::from).collect(),
-        next_cursor: found.next_cursor,
+        next_cursor: paging.next(found.next_cursor),
     };
     let value = serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))?;
     state.collection_reads.insert(cache_key, value.clone());

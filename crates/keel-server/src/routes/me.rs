@@ -103,12 +103,13 @@ pub async fn audit(
     key.require(Scope::Admin)?;
     // Show what is still buffered too, so a client reads its own writes' events.
     state.audit.flush().await;
+    let paging = state.paging(format!("{}/audit", key.tenant_id)).await?;
     let page = state
         .store
-        .list_audit(&key.tenant_id, page.into_request()?)
+        .list_audit(&key.tenant_id, paging.request(page)?)
         .await?;
     Ok(Json(AuditList {
         events: page.items.into_iter().map(AuditEventView::from).collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: paging.next(page.next_cursor),
     }))
 }

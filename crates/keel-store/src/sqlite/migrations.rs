@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "collections",
         include_str!("../../migrations/sqlite/0003_collections.sql"),
     ),
+    (
+        4,
+        "server_secrets",
+        include_str!("../../migrations/sqlite/0004_server_secrets.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

@@ -554,6 +554,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn server_secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Internal(format!("no randomness: {e}")))?;
+        let name = name.to_owned();
+        let now = to_micros(Timestamp::now());
+        let stored: Vec<u8> = self
+            .writer
+            .execute(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![name, fresh.to_vec(), now])?;
+                Ok(conn
+                    .prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")?
+                    .query_row([&name], |r| r.get(0))?)
+            })
+            .await?;
+        stored
+            .try_into()
+            .map_err(|_| StoreError::Internal("a stored server secret is not 32 bytes".into()))
+    }
+
     fn backend_name(&self) -> &'static str {
         "sqlite"
     }
