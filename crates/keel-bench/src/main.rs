@@ -14,6 +14,7 @@
 
 mod bus_vs_nats;
 mod load;
+mod noisy;
 mod pipeline;
 mod servers;
 mod soak;
@@ -43,7 +44,7 @@ struct Args {
     /// it does not exist; build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
-    /// Which measurements: http, pipeline, bus, soak, startup (comma-separated), or all.
+    /// Which measurements: http, pipeline, bus, noisy, soak, startup (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -103,7 +104,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         args.data_dir.display()
     );
 
-    let keel = servers::start_keel(&args.data_dir).await?;
+    let keel = servers::start_keel(&args.data_dir, true).await?;
     let seed = r#"{"dateOfBirth":"1990-01-01"}"#.to_owned();
     load::one(&Target::put(keel.addr, "/hello/Ana", None, seed)).await?;
     let today = jiff::Zoned::now().date();
@@ -119,6 +120,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     if args.wants("pipeline") {
         pipeline::run(keel.addr, bare, &keel.operator_key, duration).await?;
+    }
+    if args.wants("noisy") {
+        // Its own Keel, with every limit at its default.
+        let defaults = servers::start_keel(&args.data_dir.join("noisy"), false).await?;
+        noisy::run(defaults.addr, duration).await?;
     }
     if args.wants("bus") {
         println!();

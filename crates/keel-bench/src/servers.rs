@@ -26,8 +26,22 @@ pub struct KeelUnderTest {
     pub write_stats: Arc<WriteStats>,
 }
 
-pub async fn start_keel(data_dir: &Path) -> anyhow::Result<KeelUnderTest> {
-    let store = Arc::new(SqliteStore::open(&data_dir.join("keel.db"))?);
+/// Keel in this process. `lifted`: rate limits and the fan-out budget raised far
+/// past what one benchmark client drives (the throughput suites measure Keel, not
+/// its limits); otherwise every limit is the default (the noisy-neighbour suite).
+pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnderTest> {
+    let mut config = ServerConfig::default();
+    if lifted {
+        config.rate_limit_per_second = 1e9;
+        config.rate_limit_burst = 1e9;
+        config.limits.tenant_rate_limit_per_second = 1e9;
+        config.limits.tenant_rate_limit_burst = 1e9;
+        config.limits.fanout_bytes_per_second_per_tenant = 1 << 40;
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = Arc::new(
+        SqliteStore::open(&data_dir.join("keel.db"))?.with_quotas(config.limits.store_quotas()),
+    );
     let operator_key = match services::bootstrap(&*store, None)
         .await
         .map_err(anyhow::Error::msg)?
@@ -36,14 +50,6 @@ pub async fn start_keel(data_dir: &Path) -> anyhow::Result<KeelUnderTest> {
         other => anyhow::bail!("expected a fresh store, got {other:?}"),
     };
     let write_stats = store.write_stats();
-    let mut config = ServerConfig {
-        // The benchmark drives one key far past the default 1,000 requests/s.
-        rate_limit_per_second: 1e9,
-        rate_limit_burst: 1e9,
-        ..ServerConfig::default()
-    };
-    config.limits.tenant_rate_limit_per_second = 1e9;
-    config.limits.tenant_rate_limit_burst = 1e9;
     // Keel logs one JSON line per request in production; so does it here (into a
     // sink), so formatting them is part of what is measured.
     let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));

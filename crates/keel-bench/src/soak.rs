@@ -24,6 +24,7 @@ fn start(binary: &Path, dir: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
         .env("KEEL_RATE_LIMIT_BURST", "1000000000")
         .env("KEEL_TENANT_RATE_LIMIT_PER_SECOND", "1000000000")
         .env("KEEL_TENANT_RATE_LIMIT_BURST", "1000000000")
+        .env("KEEL_FANOUT_BYTES_PER_SECOND_PER_TENANT", "1000000000000")
         .env("KEEL_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

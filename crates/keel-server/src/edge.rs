@@ -55,7 +55,10 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let mutating = is_mutating(&method, route_str);
     let early = refuse_early(&req, &state.config.limits);
-    let refused_early = early.is_some();
+    // An unknown method skips authentication and is never audited; no route has a
+    // handler for it, so the router answers 405 with `Allow`.
+    let unknown_method = method_label == "OTHER";
+    let refused_early = early.is_some() || unknown_method;
 
     // Authentication: 401 and 429 are answered here, before any handler runs.
     let authenticated = match early {
@@ -64,6 +67,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
             key_prefix: None,
             error,
         }),
+        None if unknown_method => Ok(Caller::Anonymous),
         None => state.auth.authenticate(req.headers()).await,
     };
     let (caller, mut response) = match authenticated {
@@ -158,16 +162,10 @@ fn is_known_method(method: &Method) -> bool {
     )
 }
 
-/// Answers that need no route, key or body: an unknown method (501), a request
-/// target or header section over the configured limits (414, 431). Hyper's own
-/// limits are set above these, so these are what clients meet, as problem
-/// documents.
+/// Answers that need no route, key or body: a request target or header section
+/// over the configured limits (414, 431). Hyper's own limits are set above these,
+/// so these are what clients meet, as problem documents.
 fn refuse_early(req: &Request, limits: &Limits) -> Option<ApiError> {
-    if !is_known_method(req.method()) {
-        return Some(ApiError::NotImplemented(
-            "this method is not supported by any route".into(),
-        ));
-    }
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > limits.max_uri_bytes {
         return Some(ApiError::UriTooLong(format!(

@@ -52,6 +52,8 @@ pub struct Limits {
     /// Bytes one publish call may write in all: each message's size times the
     /// number of subscriptions it is copied to.
     pub max_fanout_bytes_per_publish: u64,
+    /// Such bytes per second per tenant, over all its publishes (429 past it).
+    pub fanout_bytes_per_second_per_tenant: u64,
 
     // --- outbound calls (webhooks) ---
     /// Addresses webhooks may reach although they are internal: CIDRs
@@ -88,7 +90,8 @@ impl Default for Limits {
             max_topics_per_tenant: 1_000,
             max_subscriptions_per_tenant: 1_000,
             max_webhooks_per_tenant: 50,
-            max_fanout_bytes_per_publish: 16 * 1024 * 1024,
+            max_fanout_bytes_per_publish: 1024 * 1024,
+            fanout_bytes_per_second_per_tenant: 4 * 1024 * 1024,
             webhook_allow: Vec::new(),
             webhook_allow_http: false,
             outbound_max_in_flight: 256,
@@ -123,6 +126,10 @@ impl Limits {
                 self.outbound_max_in_flight_per_tenant as u64,
             ),
             ("queue_stats_interval_ms", self.queue_stats_interval_ms),
+            (
+                "fanout_bytes_per_second_per_tenant",
+                self.fanout_bytes_per_second_per_tenant,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be greater than 0"));
@@ -164,6 +171,7 @@ impl Limits {
             subscriptions_per_tenant: self.max_subscriptions_per_tenant,
             webhooks_per_tenant: self.max_webhooks_per_tenant,
             fanout_bytes_per_publish: self.max_fanout_bytes_per_publish,
+            fanout_bytes_per_second: self.fanout_bytes_per_second_per_tenant,
         }
     }
 }

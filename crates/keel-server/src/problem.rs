@@ -51,8 +51,7 @@ pub enum ApiError {
     UriTooLong(String),
     #[error("{0}")]
     HeadersTooLarge(String),
-    #[error("{0}")]
-    NotImplemented(String),
+
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -99,7 +98,6 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,7 +119,6 @@ impl ApiError {
             Self::RequestTimeout(_) => "request-timeout",
             Self::UriTooLong(_) => "uri-too-long",
             Self::HeadersTooLarge(_) => "headers-too-large",
-            Self::NotImplemented(_) => "not-implemented",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -143,6 +140,13 @@ impl From<StoreError> for ApiError {
                 Self::Conflict("the counter is at 9223372036854775807 and cannot go higher".into())
             }
             StoreError::QuotaExceeded { quota, limit } => Self::QuotaExceeded { quota, limit },
+            StoreError::RateLimited {
+                what,
+                retry_after_s,
+            } => Self::TooManyRequests {
+                retry_after_s,
+                detail: format!("{what} is used up for now; retry after the given seconds"),
+            },
             StoreError::Internal(why) => Self::Internal(why),
         }
     }

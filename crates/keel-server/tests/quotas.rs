@@ -220,3 +220,43 @@ async fn filter_policies_are_bounded() {
         .await;
     assert_eq!(problem["errors"][0]["pointer"], "/filter/$or");
 }
+
+#[tokio::test]
+async fn fan_out_bytes_per_second_per_tenant() {
+    let mut config = small();
+    config.limits.fanout_bytes_per_second_per_tenant = 1_000;
+    let app = spawn_app_with(config).await;
+    let key = app.register("stream@example.com").await;
+    for name in ["q1", "q2", "q3"] {
+        subscribe(&app, &key, "wide", name, json!({"type": "queue"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    // 3 KB to three queues is 9 KB a call: the burst (one publish's quota, 10 KB)
+    // takes the first, the second goes into debt, the third waits.
+    let publish = || {
+        app.post_json(
+            "/v1/topics/wide/messages",
+            json!({"body": "x".repeat(3000)}),
+        )
+        .key(&key)
+    };
+    assert_eq!(publish().send().await.unwrap().status(), 202);
+    assert_eq!(publish().send().await.unwrap().status(), 202);
+    let refused = publish().send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Another tenant publishes meanwhile.
+    let other = app.register("other-stream@example.com").await;
+    let response = app
+        .post_json(
+            "/v1/topics/wide/messages",
+            json!({"body": "x".repeat(3000)}),
+        )
+        .key(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}

@@ -259,7 +259,7 @@ async fn long_unknown_methods_are_refused_and_never_become_labels() {
         "{} /v1/next HTTP/1.1\r\nHost: keel\r\n\r\n",
         "M".repeat(8000)
     );
-    assert_eq!(problem_status(&app, first).await.0, 501);
+    assert_eq!(problem_status(&app, first).await.0, 405);
     // A scrape records itself after rendering: the second one is the baseline.
     metrics().await;
     let before = metrics().await;
@@ -270,7 +270,7 @@ async fn long_unknown_methods_are_refused_and_never_become_labels() {
             format!("{method} /v1/next HTTP/1.1\r\nHost: keel\r\n\r\n"),
         )
         .await;
-        assert_eq!(status, 501);
+        assert_eq!(status, 405);
     }
     let after = metrics().await;
     assert!(!after.contains("QQQQ"), "a method became a label");

@@ -9,6 +9,7 @@
 
 pub mod bus;
 pub mod collections;
+pub mod fanout_budget;
 pub mod sqlite;
 mod types;
 
@@ -44,6 +45,12 @@ pub enum StoreError {
     /// it as the configuration does (without `max_`). Callers answer 403.
     #[error("quota {quota} ({limit}) reached")]
     QuotaExceeded { quota: &'static str, limit: u64 },
+    /// The tenant is writing faster than `what` allows; callers answer 429.
+    #[error("{what} exceeded; retry in {retry_after_s} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after_s: u64,
+    },
     /// A bug or corrupt data: never caused by a client.
     #[error("store failure: {0}")]
     Internal(String),
@@ -160,6 +167,8 @@ pub struct Quotas {
     /// Bytes one publish may write: each message's size times the subscriptions
     /// it is copied to.
     pub fanout_bytes_per_publish: u64,
+    /// Such bytes per second, per tenant (see [`fanout_budget`]).
+    pub fanout_bytes_per_second: u64,
 }
 
 impl Default for Quotas {
@@ -169,7 +178,8 @@ impl Default for Quotas {
             topics_per_tenant: 1_000,
             subscriptions_per_tenant: 1_000,
             webhooks_per_tenant: 50,
-            fanout_bytes_per_publish: 16 * 1024 * 1024,
+            fanout_bytes_per_publish: 1024 * 1024,
+            fanout_bytes_per_second: 4 * 1024 * 1024,
         }
     }
 }

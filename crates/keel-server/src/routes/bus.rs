@@ -65,6 +65,36 @@ pub async fn put_topic(
     Ok(response)
 }
 
+/// One message as published (SPEC §4). Documentation of the body: the handler
+/// reads the JSON itself, so that every error points at the field.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MessageIn {
+    /// Any JSON.
+    pub body: Value,
+    /// String or number values.
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<Map<String, Value>>,
+    /// Dedup id, 1–128 characters: the same id within 5 minutes is delivered once.
+    pub id: Option<String>,
+}
+
+/// Up to 1,000 messages in one call.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MessageBatch {
+    pub messages: Vec<MessageIn>,
+}
+
+/// One message, or `{"messages": [...]}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PublishBody {
+    Batch(MessageBatch),
+    One(MessageIn),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Published {
     pub ids: Vec<String>,
@@ -145,7 +175,7 @@ pub fn parse_message(value: &Value, pointer: &str) -> Result<OutgoingMessage, Fi
 /// Publishes one message or `{"messages": [...]}` (up to 1,000 / 1 MiB). Answers 202
 /// once every message is durable.
 #[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "bus", security(("bearer" = [])),
-    params(("topic" = String, Path)),
+    params(("topic" = String, Path)), request_body = PublishBody,
     responses((status = 202, body = Published), (status = 400, body = Problem), (status = 413, body = Problem)))]
 pub async fn publish(
     State(state): State<AppState>,

@@ -132,7 +132,7 @@ fn parse_records(body: Value) -> ApiResult<Vec<Map<String, Value>>> {
 /// Publishes records to the collection's topic (202 with their ids), or with
 /// `?wait=true` answers 201 once they are stored.
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "collections", security(("bearer" = [])),
-    params(("collection" = String, Path), WaitQuery),
+    params(("collection" = String, Path), WaitQuery), request_body = RecordsBody,
     responses((status = 202, body = Published), (status = 201, body = Published),
               (status = 400, body = Problem), (status = 413, body = Problem)))]
 pub async fn post_records(
@@ -192,6 +192,20 @@ pub async fn post_records(
         .extensions_mut()
         .insert(AuditNote::resource(collection.as_str()));
     Ok(response)
+}
+
+/// One record (a JSON object), or `{"records": [...]}` with up to 1,000. Documentation
+/// of the body: the handler reads the JSON itself.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum RecordsBody {
+    Batch {
+        #[schema(value_type = Vec<Object>)]
+        records: Vec<Value>,
+    },
+    #[schema(value_type = Object)]
+    One(serde_json::Map<String, Value>),
 }
 
 /// Lists records, newest first.

@@ -125,6 +125,8 @@ impl Bus for SqliteStore {
             .await
             .map_err(|e| StoreError::Internal(format!("routing task: {e}")))??
         };
+        self.fanout_budget.charge(&tenant, routed.fanout_bytes)?;
+        let routed = routed.messages;
         let cache = self.bus_cache.clone();
         let ids = self
             .writer

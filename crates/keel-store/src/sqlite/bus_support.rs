@@ -135,6 +135,12 @@ impl BusCache {
 }
 
 /// A message ready for the writer: filters evaluated, JSON serialised once.
+pub(super) struct Routed {
+    pub messages: Vec<RoutedMessage>,
+    /// Bytes the publish writes in all: each message's size times its copies.
+    pub fanout_bytes: u64,
+}
+
 pub(super) struct RoutedMessage {
     pub dedup_id: Option<String>,
     /// Indexes into the routes it matched.
@@ -149,9 +155,9 @@ pub(super) fn route_messages(
     routes: &Routes,
     messages: Vec<OutgoingMessage>,
     fanout_limit: u64,
-) -> StoreResult<Vec<RoutedMessage>> {
+) -> StoreResult<Routed> {
     let mut fanout_bytes: u64 = 0;
-    messages
+    let messages = messages
         .into_iter()
         .map(|message| {
             let attributes = Value::Object(message.attributes);
@@ -186,7 +192,11 @@ pub(super) fn route_messages(
                 texts,
             })
         })
-        .collect()
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Routed {
+        messages,
+        fanout_bytes,
+    })
 }
 
 /// The subscriptions of a topic with their parsed filters.

@@ -36,6 +36,7 @@ pub struct SqliteStore {
     stored: Arc<tokio::sync::Notify>,
     bus_cache: Arc<bus_support::BusCache>,
     quotas: Quotas,
+    fanout_budget: Arc<crate::fanout_budget::FanoutBudget>,
 }
 
 impl SqliteStore {
@@ -59,12 +60,21 @@ impl SqliteStore {
             stored: Arc::new(tokio::sync::Notify::new()),
             bus_cache: Arc::default(),
             quotas: Quotas::default(),
+            fanout_budget: Arc::new(crate::fanout_budget::FanoutBudget::new(
+                Quotas::default().fanout_bytes_per_second,
+                Quotas::default().fanout_bytes_per_publish,
+            )),
         })
     }
 
     /// The same store, enforcing `quotas` from now on.
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
         self.quotas = quotas;
+        // A burst of one publish's worth: never several big publishes in one commit.
+        self.fanout_budget = Arc::new(crate::fanout_budget::FanoutBudget::new(
+            quotas.fanout_bytes_per_second,
+            quotas.fanout_bytes_per_publish,
+        ));
         self
     }
 

@@ -52,6 +52,7 @@ impl Keel {
             .env("KEEL_RATE_LIMIT_BURST", "1000000")
             .env("KEEL_TENANT_RATE_LIMIT_PER_SECOND", "1000000")
             .env("KEEL_TENANT_RATE_LIMIT_BURST", "1000000")
+            .env("KEEL_FANOUT_BYTES_PER_SECOND_PER_TENANT", "1000000000000")
             // The tests' webhook receivers listen on loopback over plain HTTP.
             .env("KEEL_WEBHOOK_ALLOW", "127.0.0.0/8")
             .env("KEEL_WEBHOOK_ALLOW_HTTP", "true")
