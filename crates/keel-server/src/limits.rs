@@ -139,7 +139,7 @@ impl Limits {
                 "tenant_rate_limit_per_second must be > 0 and tenant_rate_limit_burst ≥ 1".into(),
             );
         }
-        crate::outbound::AddressPolicy::parse(&self.webhook_allow)?;
+        keel_core::outbound::AddressPolicy::parse(&self.webhook_allow)?;
         Ok(())
     }
 

@@ -9,14 +9,7 @@ use serde_json::Value;
 #[tokio::test]
 async fn every_route_documents_its_whole_status_set() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json", &app.operator_key).await;
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
