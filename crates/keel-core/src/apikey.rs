@@ -83,7 +83,8 @@ impl SecretHash {
     }
 
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() != 64 {
+        // `from_str_radix` alone would take a leading `+`.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -239,5 +240,14 @@ mod tests {
         assert!(Scopes::parse_csv("").is_err());
         assert!(Scopes::parse_csv("read,root").is_err());
         assert!(!Scopes::account_owner().contains(Scope::Operator));
+    }
+
+    #[test]
+    fn hashes_from_hex_are_hex_only() {
+        // Found by fuzzing (FUZZING.md F2): a leading '+' was accepted.
+        let plus = format!("{}+00000", "0".repeat(58));
+        assert_eq!(plus.len(), 64);
+        assert!(SecretHash::from_hex(&plus).is_none());
+        assert!(SecretHash::from_hex(&"0f".repeat(32)).is_some());
     }
 }

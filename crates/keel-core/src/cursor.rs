@@ -17,8 +17,9 @@ use sha2::Sha256;
 
 const NONCE: usize = 12;
 const TAG: usize = 16;
-/// Positions are row ids or sequence numbers; anything longer is not ours.
-const MAX_POSITION: usize = 256;
+/// Positions are row ids or sequence numbers; [`CursorCodec::encode`] takes up to
+/// this many bytes, and `decode` reads every cursor it makes.
+pub const MAX_POSITION: usize = 1024;
 
 #[derive(Clone)]
 pub struct CursorCodec {
@@ -66,8 +67,14 @@ impl CursorCodec {
         tag
     }
 
-    /// The opaque cursor for `position` within `scope`.
+    /// The opaque cursor for `position` (at most [`MAX_POSITION`] bytes) within
+    /// `scope`.
     pub fn encode(&self, scope: &str, position: &str) -> String {
+        assert!(
+            position.len() <= MAX_POSITION,
+            "a cursor position is a row id or sequence, not {} bytes",
+            position.len()
+        );
         let mut nonce = [0u8; NONCE];
         getrandom::fill(&mut nonce).expect("the operating system has randomness");
         let mut body = position.as_bytes().to_vec();
@@ -83,7 +90,7 @@ impl CursorCodec {
     /// The position inside a cursor this codec issued for `scope`; `None` for
     /// anything else (forged, altered, from another scope or another server key).
     pub fn decode(&self, scope: &str, cursor: &str) -> Option<String> {
-        if cursor.len() > 4 * (NONCE + MAX_POSITION + TAG) / 3 + 4 {
+        if cursor.len() > (NONCE + MAX_POSITION + TAG).div_ceil(3) * 4 {
             return None;
         }
         let token = URL_SAFE_NO_PAD.decode(cursor).ok()?;

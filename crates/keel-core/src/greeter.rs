@@ -99,13 +99,20 @@ fn days_in_month(year: i16, month: i8) -> i8 {
 /// Whole calendar days from `today` to the next birthday; 0 means today is the day.
 pub fn days_until_birthday(born: Date, today: Date) -> i32 {
     let this_year = birthday_in_year(born, today.year());
-    let next = if this_year >= today {
-        this_year
-    } else {
-        birthday_in_year(born, today.year() + 1)
-    };
-    day_number(next) - day_number(today)
+    if this_year >= today {
+        return day_number(this_year) - day_number(today);
+    }
+    if today.year() == 9999 {
+        // Year 10000 is past what a `Date` holds; it is a leap year like 2000 and
+        // the Gregorian calendar repeats every 400 years, so shift by 8000 years.
+        let shifted = birthday_in_year(born, 2000);
+        return day_number(shifted) + DAYS_IN_8000_YEARS - day_number(today);
+    }
+    day_number(birthday_in_year(born, today.year() + 1)) - day_number(today)
 }
+
+/// 20 Gregorian cycles of 146,097 days.
+const DAYS_IN_8000_YEARS: i32 = 20 * 146_097;
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm);
 /// exact and free of time-zone questions.
@@ -292,5 +299,17 @@ mod tests {
             let parsed = DateOfBirth::parse(&raw, date(9999, 12, 31)).unwrap();
             prop_assert_eq!(parsed.date(), born);
         }
+    }
+
+    #[test]
+    fn the_last_representable_year_counts_into_year_ten_thousand() {
+        // Found by fuzzing (FUZZING.md F1): this panicked.
+        let born = date(3365, 1, 1);
+        assert_eq!(days_until_birthday(born, date(9999, 4, 15)), 261);
+        assert_eq!(
+            days_until_birthday(date(2000, 2, 29), date(9999, 12, 31)),
+            60
+        );
+        assert_eq!(days_until_birthday(born, date(9999, 1, 1)), 0);
     }
 }

@@ -321,3 +321,22 @@ async fn metrics_report_bus_counts_and_queue_depths() {
         .iter()
         .any(|r| r["route"] == "POST /v1/topics/{topic}/messages"));
 }
+
+#[tokio::test]
+async fn attribute_keys_are_escaped_in_error_pointers() {
+    // Found by fuzzing (FUZZING.md F3): the key went into the pointer unescaped.
+    let app = spawn_app().await;
+    let key = app.register("pointers@example.com").await;
+    let problem = app
+        .post_json(
+            "/v1/topics/t/messages",
+            json!({"messages": [{"body": 1, "attributes": {"a/b~c": true}}]}),
+        )
+        .key(&key)
+        .problem(400)
+        .await;
+    assert_eq!(
+        problem["errors"][0]["pointer"],
+        "/messages/0/attributes/a~1b~0c"
+    );
+}

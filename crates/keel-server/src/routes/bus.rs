@@ -141,7 +141,10 @@ pub fn parse_message(value: &Value, pointer: &str) -> Result<OutgoingMessage, Fi
             for (k, v) in map {
                 if !(v.is_string() || v.is_number()) {
                     return Err(FieldError::new(
-                        format!("{pointer}/attributes/{k}"),
+                        format!(
+                            "{pointer}/attributes/{}",
+                            k.replace('~', "~0").replace('/', "~1")
+                        ),
                         "attribute values are strings or numbers",
                     ));
                 }
