@@ -13,7 +13,6 @@
 use std::{
     future::Future,
     pin::pin,
-    sync::OnceLock,
     task::{Context, Poll, Waker},
 };
 
