@@ -170,15 +170,9 @@ async fn a_tenant_rate_limit_spans_all_its_keys() {
     config.limits.tenant_rate_limit_burst = 6.0;
     let app = spawn_app_with(config).await;
     let owner = app.register("rate@example.com").await;
-    let second: Value = app
-        .post_json("/v1/keys", json!({"scopes": ["read"]}))
-        .key(&owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = app
+        .post_json_with("/v1/keys", json!({"scopes": ["read"]}), &owner)
+        .await;
     let second = second["data"]["attributes"]["api_key"]
         .as_str()
         .unwrap()
