@@ -161,6 +161,14 @@ impl AddressPolicy {
         !is_internal(ip) || self.networks.iter().any(|n| n.contains(ip))
     }
 
+    /// May a URL name this host? `localhost` and its subdomains only when the
+    /// operator allowed them; any other name is judged by what it resolves to.
+    pub fn permits_name(&self, host: &str) -> bool {
+        let host = normalise_host(host);
+        let local = host == "localhost" || host.ends_with(".localhost");
+        !local || self.hosts.contains(&host)
+    }
+
     /// Did the operator allow this host name, whatever it resolves to?
     pub fn allows_host(&self, host: &str) -> bool {
         let host = normalise_host(host);
@@ -247,6 +255,9 @@ mod tests {
         assert!(!policy.permits_address(ip("192.168.0.1")));
         assert!(policy.permits_address(ip("8.8.8.8")));
         assert!(policy.allows_host("hooks.internal"));
+        assert!(!AddressPolicy::default().permits_name("LocalHost."));
+        assert!(!AddressPolicy::default().permits_name("a.localhost"));
+        assert!(AddressPolicy::default().permits_name("hooks.example.com"));
         assert!(!policy.allows_host("other.internal"));
         for bad in ["10.0.0.0/33", "300.1.1.1/8", "a b", "::1/129"] {
             assert!(AddressPolicy::parse(&[bad.into()]).is_err(), "{bad}");

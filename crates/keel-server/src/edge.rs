@@ -18,8 +18,7 @@ use crate::{
     audit::AuditNote,
     auth::{AuthFailure, Caller},
     limits::Limits,
-    problem::ApiError,
-    problem::{Problem, PROBLEM_JSON},
+    problem::{ApiError, Problem, PROBLEM_JSON},
     request_log::RequestLine,
     state::AppState,
 };
@@ -46,10 +45,11 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     let method = req.method().clone();
     // An unknown method is never a metric label or an audit row: any string can
     // be one, so it could grow both without bound.
-    let method_label = if is_known_method(&method) {
-        method.as_str()
-    } else {
+    let unknown_method = !is_known_method(&method);
+    let method_label = if unknown_method {
         "OTHER"
+    } else {
+        method.as_str()
     };
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -57,7 +57,6 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     let early = refuse_early(&req, &state.config.limits);
     // An unknown method skips authentication and is never audited; no route has a
     // handler for it, so the router answers 405 with `Allow`.
-    let unknown_method = method_label == "OTHER";
     let refused_early = early.is_some() || unknown_method;
 
     // Authentication: 401 and 429 are answered here, before any handler runs.

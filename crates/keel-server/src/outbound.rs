@@ -134,11 +134,7 @@ impl Outbound {
         let permitted = match url.host() {
             Some(url::Host::Ipv4(ip)) => self.policy.permits_address(ip.into()),
             Some(url::Host::Ipv6(ip)) => self.policy.permits_address(ip.into()),
-            Some(url::Host::Domain(name)) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                let local = name == "localhost" || name.ends_with(".localhost");
-                !local || self.policy.allows_host(&name)
-            }
+            Some(url::Host::Domain(name)) => self.policy.permits_name(name),
             None => false,
         };
         if permitted {

@@ -55,7 +55,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult
     };
     if !state.config.metrics_public && !operator {
         return Err(match caller {
-            Caller::Key(key) => key.require(Scope::Operator).unwrap_err(),
+            Caller::Key(_) => ApiError::Forbidden("metrics need an operator key".into()),
             Caller::Anonymous => ApiError::Unauthorized("metrics need an operator key".into()),
         });
     }
