@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, consumer::pull, stream::StorageType};
 use futures::StreamExt;
 use keel_core::bus::{BusName, DeliveryPolicy};
 use keel_store::{
-    bus::{Bus, FilterScope, OutgoingMessage, Subscription},
+    bus::{Bus, FilterScope, OutgoingMessage, ReceiveRequest, Subscription},
     sqlite::SqliteStore,
     TenantId,
 };
@@ -83,12 +83,17 @@ pub async fn embedded(data_dir: &std::path::Path, total: usize) -> anyhow::Resul
     let expected = total / PUBLISHERS / BATCH * PUBLISHERS * BATCH;
     while consumed < expected {
         let got = store
-            .receive(&tenant, &topic, &name, BATCH as u32, 30)
+            .receive(
+                &tenant,
+                &topic,
+                &name,
+                ReceiveRequest {
+                    max: BATCH as u32,
+                    visibility_s: 30,
+                    wait: Duration::from_secs(1),
+                },
+            )
             .await?;
-        if got.is_empty() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-            continue;
-        }
         consumed += got.len();
         let receipts = got.into_iter().map(|d| d.receipt).collect();
         let not_current = store.ack(&tenant, &topic, &name, receipts).await?;

@@ -14,10 +14,11 @@ use std::{
 use axum::{routing::get, Json, Router};
 use keel_core::clock::SystemClock;
 use keel_server::{
+    app::{App, AppOptions, Roles},
     request_log::{RequestLog, RequestLogFormat},
-    services, AppState, ServerConfig,
+    services, ServerConfig,
 };
-use keel_store::{sqlite::SqliteStore, Store, WriteStats};
+use keel_store::{BackendSettings, WriteStats};
 use serde_json::json;
 
 pub struct KeelUnderTest {
@@ -39,25 +40,34 @@ pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnd
         config.limits.fanout_bytes_per_second_per_tenant = 1 << 40;
     }
     std::fs::create_dir_all(data_dir)?;
-    let store = Arc::new(
-        SqliteStore::open(&data_dir.join("keel.db"))?.with_quotas(config.limits.store_quotas()),
-    );
-    let operator_key = match services::bootstrap(&*store, None)
+    let mut settings =
+        BackendSettings::new(format!("sqlite://{}", data_dir.join("keel.db").display()));
+    settings.quotas = config.limits.store_quotas();
+    let backends = keel_store::connect(&settings).await?;
+    let operator_key = match services::bootstrap(&*backends.store, None)
         .await
         .map_err(anyhow::Error::msg)?
     {
         services::Bootstrap::Created(key) => key.reveal(),
         other => anyhow::bail!("expected a fresh store, got {other:?}"),
     };
-    let write_stats = store.write_stats();
+    let write_stats = backends.store.write_stats();
     // Keel logs one JSON line per request in production; so does it here (into a
     // sink), so formatting them is part of what is measured.
     let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));
-    let state = AppState::with_request_log(store, Arc::new(SystemClock), config, request_log);
-    keel_server::workers::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(keel_server::serve(listener, state, std::future::pending()));
+    // Runs until the benchmark process exits.
+    std::mem::forget(App::start(
+        backends,
+        AppOptions {
+            clock: Arc::new(SystemClock),
+            config,
+            roles: Roles::ALL,
+            request_log,
+        },
+        Some(listener),
+    ));
     Ok(KeelUnderTest {
         addr,
         operator_key,

@@ -24,7 +24,7 @@ use keel_core::{
 use keel_store::{Store, TenantId};
 use parking_lot::Mutex;
 
-use crate::{problem::ApiError, rate_limit::RateLimiter, state::ServerConfig};
+use crate::{problem::ApiError, rate_limit::RateLimiter, server_config::ServerConfig};
 
 /// Who is calling, as far as the edge has established.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use prometheus_client::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::telemetry::latency_histogram;
+use crate::histograms::latency_histogram;
 
 /// The bus's counters (SPEC §8): published, delivered, acked, dead-lettered, and
 /// built-in worker outcomes and latency per target.

@@ -2,6 +2,7 @@
 //! OpenAPI document. Handlers stay thin — extract, parse into `keel-core` types, call
 //! the store through its traits, map to a response. See `ARCHITECTURE.md`.
 
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bus_metrics;
@@ -9,6 +10,7 @@ pub mod collection_reads;
 pub mod connections;
 pub mod edge;
 pub mod extract;
+mod histograms;
 pub mod limits;
 pub mod logins;
 pub mod outbound;
@@ -17,6 +19,7 @@ mod rate_limit;
 pub mod read_cache;
 pub mod request_log;
 pub mod routes;
+pub mod server_config;
 pub mod services;
 pub mod state;
 pub mod telemetry;

@@ -10,55 +10,19 @@ use std::{
     time::Duration,
 };
 
-use jiff::tz::TimeZone;
 use keel_core::{clock::Clock, cursor::CursorCodec};
-use keel_store::Store;
+use keel_store::{bus::Bus, Backends, Store};
 
+pub use crate::server_config::ServerConfig;
 use crate::{
     audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, extract::Paging,
-    limits::Limits, logins::LoginGuard, outbound::Outbound, read_cache::ReadCache,
+    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache,
     request_log::RequestLog, telemetry::Telemetry,
 };
 
-/// Settings of the HTTP edge; the binary builds this from `keel.toml` / `KEEL_*`.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// "Today" for the greeter is the date in this zone (SPEC §2).
-    pub time_zone: TimeZone,
-    /// Largest JSON request body accepted; larger → 413.
-    pub body_limit_bytes: usize,
-    /// Token bucket per key: sustained requests per second and burst size.
-    pub rate_limit_per_second: f64,
-    pub rate_limit_burst: f64,
-    /// `GET /metrics` without a key (otherwise it needs an `operator` key).
-    pub metrics_public: bool,
-    /// How long a cached read may be served (0 disables caching); bounds how stale
-    /// a read can be after a write through another replica.
-    pub read_cache_ttl: Duration,
-    /// How long a verified key is trusted before it is read again; bounds how long
-    /// a revocation on another replica takes to bite.
-    pub key_cache_ttl: Duration,
-    /// Timeouts, caps and quotas against slow, abusive and greedy clients.
-    pub limits: Limits,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            time_zone: TimeZone::UTC,
-            body_limit_bytes: 1024 * 1024,
-            rate_limit_per_second: 1000.0,
-            rate_limit_burst: 2000.0,
-            metrics_public: true,
-            read_cache_ttl: Duration::from_secs(1),
-            key_cache_ttl: Duration::from_secs(5),
-            limits: Limits::default(),
-        }
-    }
-}
-
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
     pub clock: Arc<dyn Clock>,
     pub config: ServerConfig,
     pub auth: Authenticator,
@@ -67,8 +31,10 @@ pub struct Inner {
     pub request_log: RequestLog,
     /// `"<tenant>/<username>"` → date of birth (or `None`: no such user).
     pub greeter_cache: ReadCache<String, Option<jiff::civil::Date>>,
-    pub collection_reads: CollectionReads,
-    pub outbound: Outbound,
+    pub collection_reads: Arc<CollectionReads>,
+    /// Woken when this process's store target has written records.
+    pub stored: Arc<tokio::sync::Notify>,
+    pub outbound: Arc<Outbound>,
     pub logins: LoginGuard,
     /// Seals pagination cursors; its key comes from the store on first use.
     cursors: tokio::sync::OnceCell<CursorCodec>,
@@ -92,13 +58,13 @@ impl Deref for AppState {
 impl AppState {
     /// Builds the state and starts its background flushers (audit, key use) on the
     /// current tokio runtime.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
-        Self::with_request_log(store, clock, config, RequestLog::off())
+    pub fn new(backends: Backends, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        Self::with_request_log(backends, clock, config, RequestLog::off())
     }
 
     /// As [`AppState::new`], logging one line per request to `request_log`.
     pub fn with_request_log(
-        store: Arc<dyn Store>,
+        Backends { store, bus }: Backends,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
         request_log: RequestLog,
@@ -107,11 +73,15 @@ impl AppState {
         let audit = AuditSink::start(store.clone());
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
         let greeter_cache = ReadCache::new(config.read_cache_ttl, 100_000);
-        let collection_reads = CollectionReads::new(ReadCache::new(config.read_cache_ttl, 10_000));
-        let outbound = Outbound::new(&config.limits);
+        let collection_reads = Arc::new(CollectionReads::new(ReadCache::new(
+            config.read_cache_ttl,
+            10_000,
+        )));
+        let outbound = Arc::new(Outbound::new(&config.limits));
         let logins = LoginGuard::new(&config.limits);
         let state = Self(Arc::new(Inner {
             store,
+            bus,
             clock,
             config,
             auth,
@@ -120,6 +90,7 @@ impl AppState {
             request_log,
             greeter_cache,
             collection_reads,
+            stored: Arc::default(),
             outbound,
             logins,
             cursors: tokio::sync::OnceCell::new(),
@@ -143,10 +114,10 @@ impl AppState {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let store = inner.store.clone();
+                let bus = inner.bus.clone();
                 let runtime = tokio::runtime::Handle::current();
                 let sample =
-                    tokio::task::spawn_blocking(move || runtime.block_on(store.all_queue_stats()))
+                    tokio::task::spawn_blocking(move || runtime.block_on(bus.all_queue_stats()))
                         .await;
                 match sample {
                     Ok(Ok(queues)) => inner.telemetry.bus.set_queues(&queues),
@@ -170,6 +141,21 @@ impl AppState {
             })
             .await?;
         Ok(Paging { codec, scope })
+    }
+
+    /// What the worker role needs from this process: the ports, the outbound
+    /// client, metrics and the stop signal — not the HTTP state.
+    pub fn worker_context(&self) -> crate::workers::WorkerContext {
+        crate::workers::WorkerContext {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            clock: self.clock.clone(),
+            outbound: self.outbound.clone(),
+            metrics: self.telemetry.bus.clone(),
+            collection_reads: self.collection_reads.clone(),
+            stored: self.stored.clone(),
+            stop: self.stop_signal(),
+        }
     }
 
     /// From now on `/readyz` answers 503 so load balancers stop sending traffic.

@@ -20,7 +20,7 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
-        histogram::{exponential_buckets, Histogram},
+        histogram::Histogram,
     },
     registry::Registry,
 };
@@ -40,15 +40,11 @@ struct RouteLabels {
     method: String,
 }
 
-pub(crate) fn latency_histogram() -> Histogram {
-    // 0.25 ms … ~8 s.
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
-}
-
 pub use crate::bus_metrics::{BusMetrics, BusTotals};
+use crate::histograms::latency_histogram;
 
 pub struct Telemetry {
-    pub bus: BusMetrics,
+    pub bus: Arc<BusMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -85,7 +81,7 @@ impl Telemetry {
             latency.clone(),
         );
         registry.register_collector(Box::new(WriteStatsCollector(write_stats)));
-        let bus = BusMetrics::register(&mut registry);
+        let bus = Arc::new(BusMetrics::register(&mut registry));
         Self {
             bus,
             registry,

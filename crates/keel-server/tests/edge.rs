@@ -101,6 +101,11 @@ async fn keys_are_rate_limited_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_store_answers_503_then_recovers_by_itself() {
     let app = spawn_app().await;
+    if app.backend != "sqlite" {
+        // PostgreSQL's version of this is the fault test that stops the server.
+        eprintln!("skipping: locks the SQLite file");
+        return;
+    }
     let key = app.register("lock@example.com").await;
     // Another process holds the database's write lock for longer than Keel's busy
     // timeout (5 s).

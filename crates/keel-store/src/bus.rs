@@ -111,13 +111,15 @@ pub trait Bus: Send + Sync {
     ) -> StoreResult<Option<Subscription>>;
     /// Takes up to `max` visible messages, hiding each for `visibility_s`. Messages
     /// already delivered `max_receives` times move to the dead-letter queue instead.
+    /// With nothing visible, waits up to `wait` for a message to arrive (each
+    /// adapter in its own way: an in-process signal, `LISTEN/NOTIFY`, a pull
+    /// request's expiry) and answers as soon as one does; empty when none did.
     async fn receive(
         &self,
         tenant: &TenantId,
         topic: &BusName,
         name: &BusName,
-        max: u32,
-        visibility_s: u32,
+        request: ReceiveRequest,
     ) -> StoreResult<Vec<Delivery>>;
     /// Acks by receipt; returns the receipts that were not current (unknown,
     /// already acked, or superseded by a redelivery).
@@ -161,13 +163,25 @@ pub trait Bus: Send + Sync {
         name: &BusName,
         ids: Option<Vec<String>>,
     ) -> StoreResult<u64>;
-    /// Notified after every commit that may have made messages visible, so a long
-    /// poll can answer as soon as one arrives.
-    fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Every subscription whose target is a built-in worker (anything but
     /// `queue`), across tenants: what the worker role serves.
     async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>>;
     /// Statistics of every queue that holds anything, across tenants (for
     /// `/metrics`): (tenant, topic, subscription, stats).
     async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>>;
+    /// Cheap round trip proving the bus can be reached (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Which adapter this is, for logs and `keel config`.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// What one receive asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveRequest {
+    /// At most this many messages.
+    pub max: u32,
+    /// Each is hidden this long (seconds) unless acked.
+    pub visibility_s: u32,
+    /// How long to wait for the first message when none is visible.
+    pub wait: std::time::Duration,
 }

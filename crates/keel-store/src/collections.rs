@@ -32,17 +32,15 @@ pub struct DeliveryAttempt {
 
 #[async_trait]
 pub trait CollectionStore: Send + Sync {
-    /// Moves up to `max` visible messages of a `store` subscription into
-    /// `collection` (upsert by message id) and removes them from the queue, in one
-    /// durable transaction. Returns how many were stored.
-    async fn store_deliveries(
+    /// Writes records by id: a new id inserts, a known one replaces its data (so
+    /// the store target may see a message twice — a redelivery after a crash —
+    /// and still leave one row). Durable before it returns.
+    async fn upsert_records(
         &self,
         tenant: &TenantId,
-        topic: &BusName,
-        subscription: &BusName,
         collection: &str,
-        max: u32,
-    ) -> StoreResult<usize>;
+        records: Vec<(String, Value)>,
+    ) -> StoreResult<()>;
     /// Newest first.
     async fn records(
         &self,
@@ -81,6 +79,4 @@ pub trait CollectionStore: Send + Sync {
         subscription: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryAttempt>>;
-    /// Notified after the store target writes records (for `?wait=true`).
-    fn stored_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }

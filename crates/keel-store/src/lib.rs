@@ -9,9 +9,14 @@
 
 pub mod bus;
 pub mod collections;
+pub mod connect;
 pub mod fanout_budget;
+mod routing;
+pub mod postgres;
 pub mod sqlite;
+pub mod testing;
 mod types;
+pub mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +28,7 @@ use keel_core::{
     greeter::Username,
 };
 
+pub use connect::{connect, BackendSettings, PostgresOptions, StoreKind};
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,7 +146,6 @@ pub trait Store:
     + GreeterStore
     + CounterStore
     + AuditStore
-    + bus::Bus
     + collections::CollectionStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
@@ -152,6 +157,26 @@ pub trait Store:
     fn backend_name(&self) -> &'static str;
     /// How writes are being committed, for `/metrics`.
     fn write_stats(&self) -> std::sync::Arc<WriteStats>;
+}
+
+/// The backends one Keel process talks to: where state lives and where messages
+/// travel. With `bus = "embedded"` both are the same adapter (the bus lives in the
+/// store's tables); otherwise the bus is its own system.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: std::sync::Arc<dyn Store>,
+    pub bus: std::sync::Arc<dyn bus::Bus>,
+}
+
+impl Backends {
+    /// One adapter serving as both store and embedded bus.
+    pub fn embedded<S: Store + bus::Bus + 'static>(adapter: S) -> Self {
+        let adapter = std::sync::Arc::new(adapter);
+        Self {
+            store: adapter.clone(),
+            bus: adapter,
+        }
+    }
 }
 
 /// What one tenant may hold, enforced by the adapter inside the write that would

@@ -136,3 +136,9 @@ impl<T> Page<T> {
         }
     }
 }
+
+/// Stored times are microseconds since the Unix epoch.
+pub(crate) fn from_micros(micros: i64) -> crate::StoreResult<Timestamp> {
+    Timestamp::from_microsecond(micros)
+        .map_err(|e| crate::StoreError::Internal(format!("stored time {micros} out of range: {e}")))
+}

@@ -38,28 +38,54 @@ impl Secret {
     }
 }
 
-/// Where durable state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    Sqlite(PathBuf),
+/// Settings of the PostgreSQL adapter: flat keys in `keel.toml`,
+/// `KEEL_POSTGRES_*` in the environment. TLS is chosen in the store URL
+/// (`?sslmode=verify-full&sslrootcert=/path/ca.pem`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresSettings {
+    /// Connections per process.
+    pub postgres_pool_size: u32,
+    /// Longest a statement may run before PostgreSQL cancels it (→ 503).
+    pub postgres_statement_timeout_ms: u64,
+    /// Longest a request waits for a free connection (→ 503).
+    pub postgres_acquire_timeout_ms: u64,
+    /// Role every session switches to; row-level security binds it. Empty: the
+    /// URL's user serves requests itself (refused if it bypasses RLS).
+    pub postgres_app_role: String,
 }
 
-impl StoreUrl {
-    pub fn parse(raw: &str) -> anyhow::Result<Self> {
-        if let Some(path) = raw.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                bail!(
-                    "store {raw:?}: sqlite:// needs a file path, e.g. sqlite://keel-data/keel.db"
-                );
-            }
-            return Ok(Self::Sqlite(PathBuf::from(path)));
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        let defaults = keel_store::PostgresOptions::default();
+        Self {
+            postgres_pool_size: defaults.pool_size,
+            postgres_statement_timeout_ms: defaults.statement_timeout.as_millis() as u64,
+            postgres_acquire_timeout_ms: defaults.acquire_timeout.as_millis() as u64,
+            postgres_app_role: defaults.app_role,
         }
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            bail!(
-                "store {raw:?}: the PostgreSQL adapter is not in this build yet; use sqlite://PATH"
-            );
+    }
+}
+
+impl PostgresSettings {
+    pub fn options(&self) -> keel_store::PostgresOptions {
+        keel_store::PostgresOptions {
+            pool_size: self.postgres_pool_size,
+            statement_timeout: Duration::from_millis(self.postgres_statement_timeout_ms),
+            acquire_timeout: Duration::from_millis(self.postgres_acquire_timeout_ms),
+            app_role: self.postgres_app_role.clone(),
         }
-        bail!("store {raw:?}: expected sqlite://PATH")
+    }
+}
+
+/// A URL with its password replaced by `********`.
+fn mask_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("********"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
     }
 }
 
@@ -85,6 +111,7 @@ pub struct Config {
     /// Timeouts, caps and quotas (`keel_server::limits::Limits`): flat keys in
     /// `keel.toml`, `KEEL_<NAME>` in the environment.
     pub limits: Limits,
+    pub postgres: PostgresSettings,
 }
 
 /// `keel.toml`: every key optional, same names as [`Config`].
@@ -144,6 +171,7 @@ impl Config {
             None => toml::Table::new(),
         };
         let limits: Limits = layered(&mut table, env)?;
+        let postgres: PostgresSettings = layered(&mut table, env)?;
         let file: FileConfig = toml::Value::Table(table).try_into().context("keel.toml")?;
         let var = |name: &str| env.get(name).cloned();
         fn parsed<T: std::str::FromStr>(
@@ -228,13 +256,17 @@ impl Config {
                 .or(file.shutdown_grace_s)
                 .unwrap_or(30),
             limits,
+            postgres,
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        StoreUrl::parse(&self.store)?;
+        keel_store::StoreKind::parse(&self.store).map_err(anyhow::Error::msg)?;
+        if self.postgres.postgres_pool_size == 0 {
+            bail!("postgres_pool_size must be at least 1");
+        }
         if self.bus != "embedded" {
             bail!("bus {:?}: only \"embedded\" is in this build", self.bus);
         }
@@ -247,11 +279,7 @@ impl Config {
                 self.objects
             );
         }
-        for role in self.role_list() {
-            if !matches!(role.as_str(), "api" | "worker" | "prober") {
-                bail!("roles: unknown role {role:?} (expected api, worker, prober)");
-            }
-        }
+        keel_server::app::Roles::parse(&self.roles).map_err(|e| anyhow::anyhow!("roles: {e}"))?;
         if let Some(raw) = self.bootstrap_admin_key.expose() {
             if ApiKey::parse(raw).is_none() {
                 bail!("KEEL_BOOTSTRAP_ADMIN_KEY must look like keel_<prefix>_<secret> (lowercase letters and digits; prefix 4–32, secret 16–128)");
@@ -275,16 +303,24 @@ impl Config {
         Ok(())
     }
 
-    pub fn role_list(&self) -> Vec<String> {
-        self.roles
-            .split(',')
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .collect()
+    pub fn role_set(&self) -> keel_server::app::Roles {
+        keel_server::app::Roles::parse(&self.roles).expect("validated on load")
     }
 
-    pub fn store_url(&self) -> StoreUrl {
-        StoreUrl::parse(&self.store).expect("validated on load")
+    /// What [`keel_store::connect`] needs to open the configured backends.
+    pub fn backend_settings(&self) -> keel_store::BackendSettings {
+        keel_store::BackendSettings {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            quotas: self.limits.store_quotas(),
+            clock: std::sync::Arc::new(keel_core::clock::SystemClock),
+            postgres: self.postgres.options(),
+        }
+    }
+
+    /// The store URL as logs may show it (password masked).
+    pub fn describe_store(&self) -> String {
+        mask_url_password(&self.store)
     }
 
     pub fn key_cache_ttl(&self) -> Duration {
@@ -297,7 +333,7 @@ impl Config {
         let rows: Vec<(&str, String)> = vec![
             ("listen", quote(&self.listen)),
             ("data_dir", quote(&self.data_dir.display().to_string())),
-            ("store", quote(&self.store)),
+            ("store", quote(&mask_url_password(&self.store))),
             ("bus", quote(&self.bus)),
             ("cache", quote(&self.cache)),
             ("objects", quote(&self.objects)),
@@ -320,8 +356,10 @@ impl Config {
             ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
         ];
         let limits = toml::Table::try_from(&self.limits).expect("limits serialise");
+        let postgres = toml::Table::try_from(&self.postgres).expect("settings serialise");
         rows.into_iter()
             .chain(limits.iter().map(|(k, v)| (k.as_str(), v.to_string())))
+            .chain(postgres.iter().map(|(k, v)| (k.as_str(), v.to_string())))
             .map(|(k, v)| format!("{k} = {v}  # KEEL_{}\n", k.to_uppercase()))
             .collect()
     }
@@ -387,8 +425,9 @@ mod tests {
     fn defaults() {
         let c = Config::from_layers(None, &env(&[]), &Overrides::default()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
-        assert_eq!(c.store_url(), StoreUrl::Sqlite("keel-data/keel.db".into()));
-        assert_eq!(c.role_list(), ["api", "worker", "prober"]);
+        assert_eq!(c.store, "sqlite://keel-data/keel.db");
+        assert_eq!(c.role_set(), keel_server::app::Roles::ALL);
+        assert_eq!(c.postgres.postgres_app_role, "keel_app");
     }
 
     #[test]
@@ -401,7 +440,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:2");
-        assert_eq!(c.store_url(), StoreUrl::Sqlite("/srv/keel/keel.db".into()));
+        assert_eq!(c.store, "sqlite:///srv/keel/keel.db");
         assert_eq!(c.rate_limit_burst, 5.0);
         let flags = Overrides {
             listen: Some("127.0.0.1:3".into()),

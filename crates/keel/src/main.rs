@@ -12,10 +12,13 @@ use keel_core::{
     apikey::{ApiKey, Scopes},
     clock::SystemClock,
 };
-use keel_server::{services, AppState, ServerConfig};
-use keel_store::{sqlite::SqliteStore, Store, TenantId};
+use keel_server::{
+    app::{App, AppOptions},
+    services, ServerConfig,
+};
+use keel_store::{Backends, TenantId};
 
-use crate::config::{Config, Overrides, StoreUrl};
+use crate::config::{Config, Overrides};
 
 /// mimalloc: Keel's request path allocates many small, short-lived objects across
 /// threads, which glibc's allocator serves measurably slower.
@@ -124,15 +127,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match config.store_url() {
-        StoreUrl::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?
-                .with_quotas(config.limits.store_quotas());
-            Ok(Arc::new(store))
-        }
-    }
+/// Opens the configured store and bus, applying pending migrations.
+async fn open_backends(config: &Config) -> anyhow::Result<Backends> {
+    keel_store::connect(&config.backend_settings())
+        .await
+        .with_context(|| format!("opening the store {}", config.describe_store()))
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
@@ -140,9 +139,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate { .. } => {
             // Opening applies pending migrations.
-            let store = open_store(&config)?;
-            store.ping().await?;
-            println!("migrations applied ({} store)", store.backend_name());
+            let backends = open_backends(&config).await?;
+            backends.store.ping().await?;
+            println!("migrations applied ({} store)", backends.store.backend_name());
             Ok(())
         }
         Command::Tenant {
@@ -150,7 +149,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         } => {
             let name = keel_server::routes::admin::parse_tenant_name(&name)
                 .map_err(|e| anyhow::anyhow!(e.detail))?;
-            let store = open_store(&config)?;
+            let store = open_backends(&config).await?.store;
             let tenant = store.create_tenant(&name).await?;
             println!(
                 "{}",
@@ -162,7 +161,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             command: KeyCommand::Create { tenant, scopes },
         } => {
             let scopes = Scopes::parse_csv(&scopes).map_err(anyhow::Error::msg)?;
-            let store = open_store(&config)?;
+            let store = open_backends(&config).await?.store;
             let tenant = TenantId(tenant);
             if store.tenant(&tenant).await?.is_none() {
                 anyhow::bail!("no tenant with id {tenant}");
@@ -180,9 +179,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let store = open_store(&config)?;
+    let backends = open_backends(&config).await?;
     let configured_key = config.bootstrap_admin_key.expose().and_then(ApiKey::parse);
-    match services::bootstrap(&*store, configured_key.as_ref())
+    match services::bootstrap(&*backends.store, configured_key.as_ref())
         .await
         .map_err(anyhow::Error::msg)?
     {
@@ -205,59 +204,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         read_cache_ttl: Duration::from_millis(config.read_cache_ttl_ms),
         limits: config.limits.clone(),
     };
-    let request_log = logging::request_log(&config.log_format);
-    let state =
-        AppState::with_request_log(store, Arc::new(SystemClock), server_config, request_log);
-    let roles = config.role_list();
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = if roles.iter().any(|r| r == "api") {
+    let roles = config.role_set();
+    let listener = if roles.api {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
-        let address = listener.local_addr()?;
         println!(
-            "Keel listening on http://{address} (data in {})",
+            "Keel listening on http://{} ({} store, data in {})",
+            listener.local_addr()?,
+            backends.store.backend_name(),
             config.data_dir.display()
         );
-        let mut stop = stop_rx.clone();
-        let state = state.clone();
-        Some(tokio::spawn(async move {
-            keel_server::serve(listener, state, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        }))
+        Some(listener)
     } else {
         None
     };
-    let workers = roles
-        .iter()
-        .any(|r| r == "worker")
-        .then(|| keel_server::workers::spawn(state.clone()));
+    let app = App::start(
+        backends,
+        AppOptions {
+            clock: Arc::new(SystemClock),
+            config: server_config,
+            roles,
+            request_log: logging::request_log(&config.log_format),
+        },
+        listener,
+    );
     tracing::info!(roles = %config.roles, "keel started");
-
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
-    state.start_draining();
-    let _ = stop_tx.send(true);
-    if let Some(server) = server {
-        let grace = Duration::from_secs(config.shutdown_grace_s);
-        match tokio::time::timeout(grace, server).await {
-            Ok(result) => result??,
-            Err(_) => {
-                tracing::warn!("in-flight requests did not finish within {grace:?}; exiting anyway")
-            }
-        }
-    }
-    if let Some(workers) = workers {
-        // In-flight deliveries finish; what does not is redelivered after a restart.
-        let grace = Duration::from_secs(config.shutdown_grace_s);
-        if tokio::time::timeout(grace, workers).await.is_err() {
-            tracing::warn!("workers did not stop within {grace:?}; exiting anyway");
-        }
-    }
-    state.flush().await;
+    app.shutdown(Duration::from_secs(config.shutdown_grace_s))
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

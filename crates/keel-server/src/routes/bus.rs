@@ -54,7 +54,7 @@ pub async fn put_topic(
 ) -> ApiResult<Response> {
     key.require(Scope::Admin)?;
     let topic = topic_name(&topic)?;
-    state.store.ensure_topic(&key.tenant_id, &topic).await?;
+    state.bus.ensure_topic(&key.tenant_id, &topic).await?;
     let mut response = Json(TopicView {
         topic: topic.as_str().to_owned(),
     })
@@ -199,7 +199,7 @@ pub async fn publish(
         None => vec![parse_message(&body, "").map_err(ApiError::field)?],
     };
     let ids = state
-        .store
+        .bus
         .publish(&key.tenant_id, &topic, messages)
         .await?;
     state.telemetry.bus.published(ids.len() as u64);
@@ -317,7 +317,7 @@ pub async fn put_subscription(
         })?;
     }
     let stored = state
-        .store
+        .bus
         .put_subscription(&key.tenant_id, subscription)
         .await?;
     let note = AuditNote::resource(format!(
@@ -338,7 +338,7 @@ pub(crate) async fn find_subscription(
 ) -> ApiResult<Subscription> {
     let (topic, name) = (topic_name(topic)?, subscription_name(name)?);
     state
-        .store
+        .bus
         .subscription(&key.tenant_id, &topic, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such subscription".into()))

@@ -37,6 +37,8 @@ use crate::{
 /// The subscription that feeds a collection from its topic.
 pub const COLLECTION_SUBSCRIPTION: &str = "_collection";
 /// How long `?wait=true` waits for the rows before answering 202 instead.
+/// How often `?wait=true` counts again without a wake-up from this process.
+const STORED_RECHECK: Duration = Duration::from_millis(20);
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 fn collection_name(raw: &str) -> ApiResult<BusName> {
@@ -80,7 +82,7 @@ pub struct WaitQuery {
 async fn ensure_feed(state: &AppState, tenant: &TenantId, collection: &BusName) -> ApiResult<()> {
     let name = BusName::parse(COLLECTION_SUBSCRIPTION, "/subscription").expect("a valid name");
     if state
-        .store
+        .bus
         .subscription(tenant, collection, &name)
         .await?
         .is_some()
@@ -91,7 +93,7 @@ async fn ensure_feed(state: &AppState, tenant: &TenantId, collection: &BusName) 
         collection: collection.clone(),
     };
     state
-        .store
+        .bus
         .put_subscription(
             tenant,
             Subscription {
@@ -155,36 +157,28 @@ pub async fn post_records(
         })
         .collect();
     let ids = state
-        .store
+        .bus
         .publish(&key.tenant_id, &collection, messages)
         .await?;
     state.telemetry.bus.published(ids.len() as u64);
     let mut status = StatusCode::ACCEPTED;
     if query.wait.unwrap_or(false) {
-        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-        let stored_signal = state.store.stored_signal();
-        loop {
-            // Registered before counting, so rows stored in between still wake us.
-            let notified = stored_signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if state
+        // This process's store target wakes the wait at once; one on another
+        // replica is seen by the re-check.
+        let stored = keel_store::wait::until(&state.stored, WAIT_LIMIT, STORED_RECHECK, || async {
+            let count = state
                 .store
                 .stored_count(&key.tenant_id, collection.as_str(), &ids)
-                .await?
-                == ids.len()
-            {
-                // Reads after this answer must see the rows (read-your-writes).
-                state
-                    .collection_reads
-                    .invalidate(&key.tenant_id, collection.as_str());
-                status = StatusCode::CREATED;
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            let _ = tokio::time::timeout_at(deadline, notified).await;
+                .await?;
+            Ok((count == ids.len()).then_some(()))
+        })
+        .await?;
+        if stored.is_some() {
+            // Reads after this answer must see the rows (read-your-writes).
+            state
+                .collection_reads
+                .invalidate(&key.tenant_id, collection.as_str());
+            status = StatusCode::CREATED;
         }
     }
     let mut response = (status, Json(Published { ids })).into_response();

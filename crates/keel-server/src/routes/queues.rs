@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::{extract::State, http::StatusCode, Json};
 use keel_core::{apikey::Scope, bus::DeliveryPolicy, FieldError};
-use keel_store::bus::{DeadLetter, Delivery};
+use keel_store::bus::{DeadLetter, Delivery, ReceiveRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -94,37 +94,23 @@ pub async fn receive(
             "visibility_timeout_s must be 1 to 43200",
         )));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait_s));
-    let arrivals = state.store.arrivals();
-    loop {
-        // Register interest before looking, so a publish between the look and the
-        // wait still wakes us.
-        let notified = arrivals.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let got = state
-            .store
-            .receive(
-                &key.tenant_id,
-                &subscription.topic,
-                &subscription.name,
+    let got = state
+        .bus
+        .receive(
+            &key.tenant_id,
+            &subscription.topic,
+            &subscription.name,
+            ReceiveRequest {
                 max,
-                visibility,
-            )
-            .await?;
-        if !got.is_empty() || tokio::time::Instant::now() >= deadline {
-            state.telemetry.bus.delivered(got.len() as u64);
-            return Ok(Json(Received {
-                messages: got.into_iter().map(DeliveryView::from).collect(),
-            }));
-        }
-        // Also look again each second: messages become visible by time, too.
-        let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(tick) => {}
-        }
-    }
+                visibility_s: visibility,
+                wait: Duration::from_secs(u64::from(wait_s)),
+            },
+        )
+        .await?;
+    state.telemetry.bus.delivered(got.len() as u64);
+    Ok(Json(Received {
+        messages: got.into_iter().map(DeliveryView::from).collect(),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -160,7 +146,7 @@ pub async fn ack(
     let subscription = find_subscription(&state, &key, &topic, &name).await?;
     let total = body.receipts.len();
     let not_current = state
-        .store
+        .bus
         .ack(
             &key.tenant_id,
             &subscription.topic,
@@ -211,7 +197,7 @@ pub async fn nack(
     }
     let subscription = find_subscription(&state, &key, &topic, &name).await?;
     let found = state
-        .store
+        .bus
         .nack(
             &key.tenant_id,
             &subscription.topic,
@@ -248,7 +234,7 @@ pub async fn stats(
     key.require(Scope::Read)?;
     let subscription = find_subscription(&state, &key, &topic, &name).await?;
     let s = state
-        .store
+        .bus
         .stats(&key.tenant_id, &subscription.topic, &subscription.name)
         .await?;
     Ok(Json(QueueStatsView {
@@ -299,7 +285,7 @@ pub async fn dead_letters(
     key.require(Scope::Read)?;
     let subscription = find_subscription(&state, &key, &topic, &name).await?;
     let dead = state
-        .store
+        .bus
         .dead_letters(
             &key.tenant_id,
             &subscription.topic,
@@ -337,7 +323,7 @@ pub async fn redrive(
     let body: RedriveBody = from_json(body)?;
     let subscription = find_subscription(&state, &key, &topic, &name).await?;
     let moved = state
-        .store
+        .bus
         .redrive(
             &key.tenant_id,
             &subscription.topic,

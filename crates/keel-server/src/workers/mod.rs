@@ -1,193 +1,181 @@
 //! The worker role: built-in targets that consume subscriptions inside
 //! `keel serve` (SPEC §4).
 //!
-//! One supervisor wakes on every publish (and at least once a second, since
-//! messages also become visible by time), drains `store` subscriptions in batches —
-//! each batch one durable transaction that upserts records by message id and
-//! removes the queue entries, so redelivery can never make a second row — and keeps
-//! one task per `webhook` subscription running. On shutdown it stops taking new
-//! work, lets in-flight webhook calls finish (their messages are acked, or return
-//! to the queue when their visibility timeout lapses), and returns.
+//! A supervisor lists the subscriptions whose target is built in (every half
+//! second) and keeps one task per subscription running: a `store` task receives
+//! batches, upserts them as records by message id and then acks them — so a
+//! redelivery (after a crash between the two) rewrites the same rows and never
+//! makes a second one, and no transaction has to span the bus and the store — and
+//! a `webhook` task posts each message. Any number of worker replicas may run
+//! against the same bus: they compete for deliveries like any consumers. On
+//! shutdown the tasks stop taking new work, finish what they hold (acked, or back
+//! to the queue when its visibility timeout lapses), and the supervisor returns.
+//!
+//! Workers get a [`WorkerContext`], not the HTTP state: the ports, the clock, the
+//! outbound client and the bus metrics.
 
+mod store_target;
 mod webhook;
 
 pub use webhook::{signature, timestamped_signature};
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use keel_core::bus::Target;
-use keel_store::{bus::Subscription, TenantId};
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use keel_core::{bus::Target, clock::Clock};
+use keel_store::{bus::Bus, bus::Subscription, Store, TenantId};
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+    time::Instant,
+};
 
-use crate::state::AppState;
+use crate::{bus_metrics::BusMetrics, collection_reads::CollectionReads, outbound::Outbound};
 
-/// Records moved per store-target transaction.
-const STORE_BATCH: u32 = 1000;
 /// How stale the list of worker subscriptions may get.
 const RELIST_EVERY: Duration = Duration::from_millis(500);
+/// How long one receive waits for a message: also how long a task takes to notice
+/// that it should stop.
+const RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Everything a worker task uses.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub clock: Arc<dyn Clock>,
+    pub outbound: Arc<Outbound>,
+    pub metrics: Arc<BusMetrics>,
+    /// Cached collection reads of this process, made stale after each write.
+    pub collection_reads: Arc<CollectionReads>,
+    /// Woken after records are stored (for `?wait=true` in this process).
+    pub stored: Arc<Notify>,
+    /// Turns true when the process starts draining.
+    pub stop: watch::Receiver<bool>,
+}
 
 type SubscriptionKey = (TenantId, String, String);
 
-/// Starts the worker role; the task ends after `state.start_draining()`.
-pub fn spawn(state: AppState) -> JoinHandle<()> {
-    tokio::spawn(supervise(state))
+/// Starts the worker role; the task ends once `context.stop` turns true.
+pub fn spawn(context: WorkerContext) -> JoinHandle<()> {
+    tokio::spawn(supervise(context))
 }
 
-/// A running webhook deliverer, with what it was started for and how to retire it.
-struct RunningWebhook {
+/// A running task for one subscription, with what it was started for.
+struct Running {
     task: JoinHandle<()>,
     retire: watch::Sender<bool>,
     target: serde_json::Value,
     delivery: keel_core::bus::DeliveryPolicy,
 }
 
-impl RunningWebhook {
-    /// Asks the task to stop after its in-flight calls, and waits for it.
+impl Running {
+    /// Asks the task to stop after the work it holds, and waits for it.
     async fn retire(self) {
         let _ = self.retire.send(true);
         let _ = self.task.await;
     }
+
+    fn serves(&self, subscription: &Subscription) -> bool {
+        !self.task.is_finished()
+            && self.target == subscription.target
+            && self.delivery == subscription.delivery
+    }
 }
 
-async fn supervise(state: AppState) {
-    let arrivals = state.store.arrivals();
-    let mut stop = state.stop_signal();
-    let mut webhooks: HashMap<SubscriptionKey, RunningWebhook> = HashMap::new();
-    let mut subscriptions: Vec<(TenantId, Subscription)> = Vec::new();
+fn key_of(tenant: &TenantId, subscription: &Subscription) -> SubscriptionKey {
+    (
+        tenant.clone(),
+        subscription.topic.as_str().to_owned(),
+        subscription.name.as_str().to_owned(),
+    )
+}
+
+async fn supervise(context: WorkerContext) {
+    let mut stop = context.stop.clone();
+    let mut running: HashMap<SubscriptionKey, Running> = HashMap::new();
     let mut listed_at: Option<Instant> = None;
     while !*stop.borrow() {
-        // Register for the next publish before looking, so none slips between.
-        let notified = arrivals.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST_EVERY) {
-            match state.store.worker_subscriptions().await {
+            match context.bus.worker_subscriptions().await {
                 Ok(list) => {
-                    subscriptions = list;
                     listed_at = Some(Instant::now());
+                    reconcile(&context, &mut running, list);
                 }
                 Err(e) => tracing::warn!(error = %e, "worker: cannot list subscriptions"),
             }
         }
-        // Retire deliverers whose subscription is gone or no longer a webhook; a
-        // changed URL, secret or policy gets a fresh deliverer below.
-        let current: std::collections::HashSet<SubscriptionKey> = subscriptions
-            .iter()
-            .filter(|(_, s)| matches!(Target::parse(&s.target), Ok(Target::Webhook { .. })))
-            .map(|(tenant, s)| {
-                (
-                    tenant.clone(),
-                    s.topic.as_str().to_owned(),
-                    s.name.as_str().to_owned(),
-                )
-            })
-            .collect();
-        let gone: Vec<SubscriptionKey> = webhooks
-            .keys()
-            .filter(|k| !current.contains(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            if let Some(running) = webhooks.remove(&key) {
-                // In the background: its in-flight calls must not hold up the others.
-                tokio::spawn(running.retire());
-            }
-        }
-        for (tenant, subscription) in &subscriptions {
-            match Target::parse(&subscription.target) {
-                Ok(Target::Store { collection }) => {
-                    drain_store_target(&state, tenant, subscription, collection.as_str()).await;
-                }
-                Ok(Target::Webhook { url, secret }) => {
-                    let key = (
-                        tenant.clone(),
-                        subscription.topic.as_str().to_owned(),
-                        subscription.name.as_str().to_owned(),
-                    );
-                    let up_to_date = webhooks.get(&key).is_some_and(|r| {
-                        !r.task.is_finished()
-                            && r.target == subscription.target
-                            && r.delivery == subscription.delivery
-                    });
-                    if !up_to_date {
-                        if let Some(old) = webhooks.remove(&key) {
-                            tokio::spawn(old.retire());
-                        }
-                        let task = webhook::Deliverer::new(
-                            state.clone(),
-                            tenant.clone(),
-                            subscription.clone(),
-                            url,
-                            secret,
-                        );
-                        let (retire, retired) = watch::channel(false);
-                        webhooks.insert(
-                            key,
-                            RunningWebhook {
-                                task: tokio::spawn(task.run(retired)),
-                                retire,
-                                target: subscription.target.clone(),
-                                delivery: subscription.delivery.clone(),
-                            },
-                        );
-                    }
-                }
-                Ok(Target::Queue) | Err(_) => {}
-            }
-        }
         tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(RELIST_EVERY) => {}
             _ = stop.changed() => {}
         }
     }
-    for (_, running) in webhooks {
-        running.retire().await;
+    for (_, task) in running {
+        task.retire().await;
     }
     tracing::info!("workers stopped");
 }
 
-async fn drain_store_target(
-    state: &AppState,
-    tenant: &TenantId,
-    subscription: &Subscription,
-    collection: &str,
+/// Starts a task for each new or changed subscription and retires the tasks of
+/// subscriptions that are gone (in the background: their in-flight work must not
+/// hold up the others).
+fn reconcile(
+    context: &WorkerContext,
+    running: &mut HashMap<SubscriptionKey, Running>,
+    subscriptions: Vec<(TenantId, Subscription)>,
 ) {
-    loop {
-        let started = std::time::Instant::now();
-        match state
-            .store
-            .store_deliveries(
-                tenant,
-                &subscription.topic,
-                &subscription.name,
-                collection,
-                STORE_BATCH,
-            )
-            .await
-        {
-            Ok(0) => return,
-            Ok(stored) => {
-                state.collection_reads.invalidate(tenant, collection);
-                state.telemetry.bus.worker_outcome(
-                    "store",
-                    "delivered",
-                    stored as u64,
-                    started.elapsed(),
-                );
-                if stored < STORE_BATCH as usize {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, topic = subscription.topic.as_str(), "store target: will retry");
-                state
-                    .telemetry
-                    .bus
-                    .worker_outcome("store", "failed", 1, started.elapsed());
-                return;
-            }
+    let current: HashSet<SubscriptionKey> = subscriptions
+        .iter()
+        .map(|(tenant, s)| key_of(tenant, s))
+        .collect();
+    let gone: Vec<SubscriptionKey> = running
+        .keys()
+        .filter(|k| !current.contains(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        if let Some(task) = running.remove(&key) {
+            tokio::spawn(task.retire());
         }
     }
+    for (tenant, subscription) in subscriptions {
+        let key = key_of(&tenant, &subscription);
+        if running.get(&key).is_some_and(|r| r.serves(&subscription)) {
+            continue;
+        }
+        let (retire, retired) = watch::channel(false);
+        let task = match Target::parse(&subscription.target) {
+            Ok(Target::Store { collection }) => tokio::spawn(store_target::run(
+                context.clone(),
+                tenant,
+                subscription.clone(),
+                collection.as_str().to_owned(),
+                retired,
+            )),
+            Ok(Target::Webhook { url, secret }) => tokio::spawn(
+                webhook::Deliverer::new(context.clone(), tenant, subscription.clone(), url, secret)
+                    .run(retired),
+            ),
+            Ok(Target::Queue) | Err(_) => continue,
+        };
+        if let Some(old) = running.insert(
+            key,
+            Running {
+                task,
+                retire,
+                target: subscription.target,
+                delivery: subscription.delivery,
+            },
+        ) {
+            tokio::spawn(old.retire());
+        }
+    }
+}
+
+/// Whether a task should stop: the process is draining or its subscription is gone.
+fn stopping(context: &WorkerContext, retired: &watch::Receiver<bool>) -> bool {
+    *context.stop.borrow() || *retired.borrow()
 }

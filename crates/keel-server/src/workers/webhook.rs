@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use keel_store::{
-    bus::{Delivery, Subscription},
+    bus::{Delivery, ReceiveRequest, Subscription},
     collections::DeliveryAttempt,
     TenantId,
 };
@@ -24,14 +24,14 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::{sync::watch, task::JoinSet};
 
-use crate::state::AppState;
+use super::{stopping, WorkerContext, RECEIVE_WAIT};
 
 /// Messages taken per receive; they are posted concurrently.
 const BATCH: u32 = 16;
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Deliverer {
-    state: AppState,
+    context: WorkerContext,
     tenant: TenantId,
     subscription: Subscription,
     url: String,
@@ -64,7 +64,7 @@ pub fn timestamped_signature(secret: &str, unix_seconds: i64, body: &[u8]) -> St
 
 impl Deliverer {
     pub fn new(
-        state: AppState,
+        context: WorkerContext,
         tenant: TenantId,
         subscription: Subscription,
         url: String,
@@ -73,7 +73,7 @@ impl Deliverer {
         let timeout = Duration::from_secs(u64::from(subscription.delivery.visibility_timeout_s))
             .min(MAX_TIMEOUT);
         Self {
-            state,
+            context,
             tenant,
             subscription,
             url,
@@ -82,22 +82,21 @@ impl Deliverer {
         }
     }
 
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let arrivals = self.state.store.arrivals();
+    pub async fn run(self, retired: watch::Receiver<bool>) {
         let this = std::sync::Arc::new(self);
-        while !*stop.borrow() {
-            let notified = arrivals.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+        while !stopping(&this.context, &retired) {
             let batch = this
-                .state
-                .store
+                .context
+                .bus
                 .receive(
                     &this.tenant,
                     &this.subscription.topic,
                     &this.subscription.name,
-                    BATCH,
-                    this.subscription.delivery.visibility_timeout_s,
+                    ReceiveRequest {
+                        max: BATCH,
+                        visibility_s: this.subscription.delivery.visibility_timeout_s,
+                        wait: RECEIVE_WAIT,
+                    },
                 )
                 .await;
             match batch {
@@ -117,20 +116,14 @@ impl Deliverer {
                             attempt,
                         ));
                     }
-                    if let Err(e) = this.state.store.record_attempts(attempts).await {
+                    if let Err(e) = this.context.store.record_attempts(attempts).await {
                         tracing::warn!(error = %e, "webhook: could not record attempts");
                     }
                 }
-                Ok(_) => {
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => {}
-                    }
-                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook: receive failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(RECEIVE_WAIT).await;
                 }
             }
         }
@@ -147,13 +140,13 @@ impl Deliverer {
             "body": delivery.body,
         });
         let body = serde_json::to_vec(&envelope).unwrap_or_default();
-        let outbound = &self.state.outbound;
+        let outbound = &self.context.outbound;
         let _permit = outbound.permit(&self.tenant).await;
         let started = Instant::now();
         let (status, error) = match outbound.check_url(&self.url) {
             Err(refused) => (None, Some(format!("refused: {refused}"))),
             Ok(url) => {
-                let sent_at = self.state.clock.now().as_second();
+                let sent_at = self.context.clock.now().as_second();
                 let result = outbound
                     .client()
                     .post(url)
@@ -189,8 +182,8 @@ impl Deliverer {
         let outcome = match &error {
             None => {
                 if let Err(e) = self
-                    .state
-                    .store
+                    .context
+                    .bus
                     .ack(&self.tenant, topic, name, vec![delivery.receipt.clone()])
                     .await
                 {
@@ -209,8 +202,8 @@ impl Deliverer {
                         .backoff_after(delivery.receive_count)
                 };
                 if let Err(e) = self
-                    .state
-                    .store
+                    .context
+                    .bus
                     .nack(
                         &self.tenant,
                         topic,
@@ -230,14 +223,13 @@ impl Deliverer {
                 }
             }
         };
-        self.state
-            .telemetry
-            .bus
+        self.context
+            .metrics
             .worker_outcome("webhook", outcome, 1, elapsed);
         DeliveryAttempt {
             message_id: delivery.id,
             attempt: delivery.receive_count,
-            at: self.state.clock.now(),
+            at: self.context.clock.now(),
             outcome: outcome.to_owned(),
             status,
             error,

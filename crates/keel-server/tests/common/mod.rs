@@ -1,12 +1,20 @@
-//! `spawn_app()`: the real HTTP stack on port 0 over a fresh SQLite store in a
-//! temporary directory, with a clock the test controls.
+//! `spawn_app()`: the real HTTP stack on port 0 over a fresh store, started the
+//! way `keel serve` starts it (`App::start`), with a clock the test controls.
+//!
+//! The store is SQLite in a temporary directory, or — with
+//! `KEEL_TEST_HTTP_BACKEND=postgres` and `KEEL_TEST_POSTGRES_URL` set — a fresh
+//! PostgreSQL database per test, so the whole HTTP suite runs on both adapters.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::sync::Arc;
 
 use keel_core::clock::ManualClock;
-use keel_server::{services, AppState, ServerConfig};
-use keel_store::sqlite::SqliteStore;
+use keel_server::{
+    app::{App, AppOptions, Roles},
+    request_log::RequestLog,
+    services, AppState, ServerConfig,
+};
+use keel_store::{testing::TestDatabase, BackendSettings};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -17,7 +25,12 @@ pub struct TestApp {
     /// Has every scope on the default tenant.
     pub operator_key: String,
     pub state: AppState,
+    /// The SQLite file, when the store is SQLite.
     pub db_path: std::path::PathBuf,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    _app: App,
+    _database: Option<TestDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -35,36 +48,58 @@ pub fn local_webhooks() -> ServerConfig {
     config
 }
 
+/// The store URL for one test: a fresh PostgreSQL database when the HTTP suite is
+/// asked to run on PostgreSQL, else a SQLite file in `dir`.
+async fn test_store(dir: &std::path::Path) -> (String, Option<TestDatabase>) {
+    let on_postgres = std::env::var("KEEL_TEST_HTTP_BACKEND").as_deref() == Ok("postgres");
+    match (on_postgres, std::env::var(keel_store::testing::POSTGRES_URL_VAR)) {
+        (true, Ok(server)) => {
+            let database = TestDatabase::create(&server).await;
+            (database.url.clone(), Some(database))
+        }
+        (true, Err(_)) => panic!("KEEL_TEST_HTTP_BACKEND=postgres needs KEEL_TEST_POSTGRES_URL"),
+        (false, _) => (
+            format!("sqlite://{}", dir.join("keel.db").display()),
+            None,
+        ),
+    }
+}
+
 pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("keel.db");
-    let store = Arc::new(
-        SqliteStore::open(&db_path)
-            .unwrap()
-            .with_quotas(config.limits.store_quotas()),
-    );
-    let operator_key = match services::bootstrap(&*store, None).await.unwrap() {
+    let (store_url, database) = test_store(dir.path()).await;
+    let mut settings = BackendSettings::new(store_url);
+    settings.quotas = config.limits.store_quotas();
+    let backends = keel_store::connect(&settings).await.unwrap();
+    let backend = backends.store.backend_name();
+    let operator_key = match services::bootstrap(&*backends.store, None).await.unwrap() {
         services::Bootstrap::Created(key) => key.reveal(),
         other => panic!("a fresh store bootstraps a key, got {other:?}"),
     };
     let clock = Arc::new(ManualClock::new("2024-06-15T12:00:00Z".parse().unwrap()));
-    let state = AppState::new(store, clock.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    keel_server::workers::spawn(state.clone());
-    let serving = state.clone();
-    tokio::spawn(async move {
-        keel_server::serve(listener, serving, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let app = App::start(
+        backends,
+        AppOptions {
+            clock: clock.clone(),
+            config,
+            roles: Roles::ALL,
+            request_log: RequestLog::off(),
+        },
+        Some(listener),
+    );
     TestApp {
         base,
         client: reqwest::Client::new(),
         clock,
         operator_key,
-        state,
+        state: app.state.clone(),
         db_path,
+        backend,
+        _app: app,
+        _database: database,
         _dir: dir,
     }
 }

@@ -8,14 +8,12 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
 use super::{
-    bus_support::{
-        ensure_topic_row, json_map, json_text, json_value, parse_receipt, route_messages,
-        subscription_from_row, DEDUP_WINDOW_MICROS,
-    },
+    bus_support::{ensure_topic_row, subscription_from_row},
     from_micros, to_micros, SqliteStore,
 };
 use crate::{
-    bus::{Bus, DeadLetter, Delivery, OutgoingMessage, QueueStats, Subscription},
+    routing::{json_map, json_text, json_value, parse_receipt, route_messages, DEDUP_WINDOW_MICROS},
+    bus::{Bus, DeadLetter, Delivery, OutgoingMessage, QueueStats, ReceiveRequest, Subscription},
     StoreError, StoreResult, TenantId,
 };
 
@@ -84,8 +82,12 @@ impl Bus for SqliteStore {
             .collect()
     }
 
-    fn arrivals(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.published.clone()
+    async fn ping(&self) -> StoreResult<()> {
+        crate::Store::ping(self).await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {
@@ -275,71 +277,18 @@ impl Bus for SqliteStore {
         tenant: &TenantId,
         topic: &BusName,
         name: &BusName,
-        max: u32,
-        visibility_s: u32,
+        request: ReceiveRequest,
     ) -> StoreResult<Vec<Delivery>> {
-        let (tenant, topic, name) = (
-            tenant.0.clone(),
-            topic.as_str().to_owned(),
-            name.as_str().to_owned(),
-        );
-        let now = to_micros(self.clock.now());
-        self.writer
-            .execute(move |conn| {
-                let max_receives: u32 = conn
-                    .prepare_cached("SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3")?
-                    .query_row(params![tenant, topic, name], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| StoreError::InvalidInput { field: "subscription", why: "no such subscription".into() })?;
-                let mut out = Vec::new();
-                loop {
-                    let candidates: Vec<(i64, u32, String, String, String, i64)> = conn
-                        .prepare_cached(
-                            "SELECT seq, receive_count, message_id, body, attributes, published_at
-                             FROM deliveries
-                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
-                               AND state = 0 AND visible_at <= ?4
-                             ORDER BY visible_at, seq LIMIT ?5",
-                        )?
-                        .query_map(params![tenant, topic, name, now, max as i64 - out.len() as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                        })?
-                        .collect::<Result<_, _>>()?;
-                    if candidates.is_empty() {
-                        break;
-                    }
-                    for (seq, count, id, body, attributes, published) in candidates {
-                        if count >= max_receives {
-                            conn.prepare_cached(
-                                "UPDATE deliveries SET state = 1, receipt = NULL,
-                                    last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
-                                 WHERE seq = ?1",
-                            )?
-                            .execute([seq])?;
-                            continue;
-                        }
-                        let nonce = uuid::Uuid::new_v4().simple().to_string();
-                        conn.prepare_cached(
-                            "UPDATE deliveries SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, nonce])?;
-                        let receipt = format!("{seq}-{nonce}");
-                        out.push(Delivery {
-                            receipt,
-                            receive_count: count + 1,
-                            id,
-                            body: json_value(&body)?,
-                            attributes: json_map(&attributes)?,
-                            published_at: from_micros(published)?,
-                        });
-                    }
-                    if out.len() >= max as usize {
-                        break;
-                    }
-                }
-                Ok(out)
-            })
-            .await
+        // Publishes in this process wake the wait; the re-check catches messages
+        // that become visible by time.
+        let found = crate::wait::until(&self.published, request.wait, RECHECK, || async {
+            let got = self
+                .receive_now(tenant, topic, name, request.max, request.visibility_s)
+                .await?;
+            Ok((!got.is_empty()).then_some(got))
+        })
+        .await?;
+        Ok(found.unwrap_or_default())
     }
 
     async fn ack(
@@ -513,5 +462,83 @@ impl Bus for SqliteStore {
             .await?;
         self.wake_receivers();
         Ok(moved)
+    }
+}
+
+/// How often a waiting receive looks again without a wake-up.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl SqliteStore {
+    /// One receive that does not wait: up to `max` visible messages, or none.
+    async fn receive_now(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        max: u32,
+        visibility_s: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (tenant, topic, name) = (
+            tenant.0.clone(),
+            topic.as_str().to_owned(),
+            name.as_str().to_owned(),
+        );
+        let now = to_micros(self.clock.now());
+        self.writer
+            .execute(move |conn| {
+                let max_receives: u32 = conn
+                    .prepare_cached("SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3")?
+                    .query_row(params![tenant, topic, name], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| StoreError::InvalidInput { field: "subscription", why: "no such subscription".into() })?;
+                let mut out = Vec::new();
+                loop {
+                    let candidates: Vec<(i64, u32, String, String, String, i64)> = conn
+                        .prepare_cached(
+                            "SELECT seq, receive_count, message_id, body, attributes, published_at
+                             FROM deliveries
+                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
+                               AND state = 0 AND visible_at <= ?4
+                             ORDER BY visible_at, seq LIMIT ?5",
+                        )?
+                        .query_map(params![tenant, topic, name, now, max as i64 - out.len() as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    if candidates.is_empty() {
+                        break;
+                    }
+                    for (seq, count, id, body, attributes, published) in candidates {
+                        if count >= max_receives {
+                            conn.prepare_cached(
+                                "UPDATE deliveries SET state = 1, receipt = NULL,
+                                    last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
+                                 WHERE seq = ?1",
+                            )?
+                            .execute([seq])?;
+                            continue;
+                        }
+                        let nonce = uuid::Uuid::new_v4().simple().to_string();
+                        conn.prepare_cached(
+                            "UPDATE deliveries SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, nonce])?;
+                        let receipt = format!("{seq}-{nonce}");
+                        out.push(Delivery {
+                            receipt,
+                            receive_count: count + 1,
+                            id,
+                            body: json_value(&body)?,
+                            attributes: json_map(&attributes)?,
+                            published_at: from_micros(published)?,
+                        });
+                    }
+                    if out.len() >= max as usize {
+                        break;
+                    }
+                }
+                Ok(out)
+            })
+            .await
     }
 }

@@ -1,5 +1,5 @@
-//! Helpers of the embedded bus: receipts, JSON columns, the per-topic routing
-//! cache, routing messages through filters, and reading subscription rows.
+//! Helpers of the embedded bus on SQLite: topic rows, the per-topic routing cache
+//! and reading subscription rows (routing itself is in `crate::routing`).
 
 use std::{
     collections::HashMap,
@@ -9,47 +9,16 @@ use std::{
     },
 };
 
-use keel_core::{
-    bus::{BusName, DeliveryPolicy},
-    filter::FilterPolicy,
-};
+use keel_core::bus::{BusName, DeliveryPolicy};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
-use serde_json::{Map, Value};
 
 use super::{from_micros, readers::Readers};
 use crate::{
-    bus::{FilterScope, OutgoingMessage, Subscription},
+    bus::Subscription,
+    routing::{json_value, parse_route, parse_scope, Routes},
     StoreError, StoreResult,
 };
-
-/// A receipt is `<queue entry seq>-<random nonce>`: the seq finds the entry by its
-/// primary key, the nonce (stored with it, replaced on every receive) proves the
-/// receipt is the current one. No index on receipts is needed.
-pub(super) fn parse_receipt(receipt: &str) -> Option<(i64, &str)> {
-    let (seq, nonce) = receipt.split_once('-')?;
-    Some((seq.parse().ok()?, nonce))
-}
-
-/// How long a publish id is remembered (SPEC §4: 5 minutes).
-pub(super) const DEDUP_WINDOW_MICROS: i64 = 5 * 60 * 1_000_000;
-
-pub(super) fn json_text(value: &impl serde::Serialize) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("encoding JSON: {e}")))
-}
-
-pub(super) fn json_value(text: &str) -> StoreResult<Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("stored JSON: {e}")))
-}
-
-pub(super) fn json_map(text: &str) -> StoreResult<Map<String, Value>> {
-    match json_value(text)? {
-        Value::Object(map) => Ok(map),
-        _ => Err(StoreError::Internal(
-            "stored attributes are not an object".into(),
-        )),
-    }
-}
 
 /// Creates the topic row if it is new, refusing a topic past the tenant's quota
 /// (the insert is undone with the job's savepoint).
@@ -78,9 +47,6 @@ pub(super) fn ensure_topic_row(
     }
     Ok(())
 }
-
-/// A topic's subscriptions with their parsed filters: where a publish fans out.
-pub(super) type Routes = Arc<Vec<(String, FilterScope, FilterPolicy)>>;
 
 /// Routing shared by publishers. Routes are read through a reader connection and
 /// filters evaluated on the publisher's task, never on the writer thread, so an
@@ -134,77 +100,12 @@ impl BusCache {
     }
 }
 
-/// A message ready for the writer: filters evaluated, JSON serialised once.
-pub(super) struct Routed {
-    pub messages: Vec<RoutedMessage>,
-    /// Bytes the publish writes in all: each message's size times its copies.
-    pub fanout_bytes: u64,
-}
-
-pub(super) struct RoutedMessage {
-    pub dedup_id: Option<String>,
-    /// Indexes into the routes it matched.
-    pub matched: Vec<usize>,
-    /// Body and attributes as stored; `None` when it matched nothing.
-    pub texts: Option<(String, String)>,
-}
-
-/// Evaluates every message against every route and checks the fan-out quota:
-/// the bytes a publish writes are its messages' sizes times their copies.
-pub(super) fn route_messages(
-    routes: &Routes,
-    messages: Vec<OutgoingMessage>,
-    fanout_limit: u64,
-) -> StoreResult<Routed> {
-    let mut fanout_bytes: u64 = 0;
-    let messages = messages
-        .into_iter()
-        .map(|message| {
-            let attributes = Value::Object(message.attributes);
-            let matched: Vec<usize> = routes
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, scope, policy))| {
-                    policy.matches(match scope {
-                        FilterScope::Attributes => &attributes,
-                        FilterScope::Body => &message.body,
-                    })
-                })
-                .map(|(i, _)| i)
-                .collect();
-            let texts = if matched.is_empty() {
-                None
-            } else {
-                let texts = (json_text(&message.body)?, json_text(&attributes)?);
-                let size = (texts.0.len() + texts.1.len()) as u64;
-                fanout_bytes = fanout_bytes.saturating_add(size * matched.len() as u64);
-                if fanout_bytes > fanout_limit {
-                    return Err(StoreError::QuotaExceeded {
-                        quota: "fanout_bytes_per_publish",
-                        limit: fanout_limit,
-                    });
-                }
-                Some(texts)
-            };
-            Ok(RoutedMessage {
-                dedup_id: message.dedup_id,
-                matched,
-                texts,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(Routed {
-        messages,
-        fanout_bytes,
-    })
-}
-
 /// The subscriptions of a topic with their parsed filters.
 fn routing(
     conn: &Connection,
     tenant: &str,
     topic: &str,
-) -> StoreResult<Vec<(String, FilterScope, FilterPolicy)>> {
+) -> StoreResult<Vec<(String, crate::bus::FilterScope, keel_core::filter::FilterPolicy)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, filter, filter_scope FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2",
     )?;
@@ -218,19 +119,7 @@ fn routing(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|(name, filter, scope)| {
-            let policy = match filter {
-                None => FilterPolicy::match_all(),
-                Some(text) => FilterPolicy::parse(&json_value(&text)?, "/filter")
-                    .map_err(|e| StoreError::Internal(format!("stored filter of {name}: {e}")))?,
-            };
-            let scope = if scope == "body" {
-                FilterScope::Body
-            } else {
-                FilterScope::Attributes
-            };
-            Ok((name, scope, policy))
-        })
+        .map(|(name, filter, scope)| parse_route(name, filter.as_deref(), &scope))
         .collect()
 }
 
@@ -252,11 +141,7 @@ pub(super) fn subscription_from_row(
             name: BusName::parse(&name, "/name")
                 .map_err(|e| StoreError::Internal(e.to_string()))?,
             filter: filter.as_deref().map(json_value).transpose()?,
-            filter_scope: if scope == "body" {
-                FilterScope::Body
-            } else {
-                FilterScope::Attributes
-            },
+            filter_scope: parse_scope(&scope),
             target: json_value(&target)?,
             delivery: DeliveryPolicy {
                 max_receives,

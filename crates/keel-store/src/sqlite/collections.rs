@@ -28,57 +28,35 @@ fn record_from(row: RecordRow) -> StoreResult<(i64, Record)> {
 
 #[async_trait]
 impl CollectionStore for SqliteStore {
-    fn stored_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.stored.clone()
-    }
-
-    async fn store_deliveries(
+    async fn upsert_records(
         &self,
         tenant: &TenantId,
-        topic: &BusName,
-        subscription: &BusName,
         collection: &str,
-        max: u32,
-    ) -> StoreResult<usize> {
-        let (tenant, topic, subscription, collection) = (
-            tenant.0.clone(),
-            topic.as_str().to_owned(),
-            subscription.as_str().to_owned(),
-            collection.to_owned(),
-        );
+        records: Vec<(String, serde_json::Value)>,
+    ) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (tenant, collection) = (tenant.0.clone(), collection.to_owned());
         let now = self.clock.now().as_microsecond();
-        let stored = self
-            .writer
+        let rows = records
+            .into_iter()
+            .map(|(id, data)| Ok((id, crate::routing::json_text(&data)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.writer
             .execute(move |conn| {
-                let ready: Vec<(i64, String, String)> = conn
-                    .prepare_cached(
-                        "SELECT seq, message_id, body FROM deliveries
-                         WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
-                           AND state = 0 AND visible_at <= ?4
-                         ORDER BY visible_at, seq LIMIT ?5",
-                    )?
-                    .query_map(params![tenant, topic, subscription, now, max], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
                 let mut upsert = conn.prepare_cached(
                     "INSERT INTO records (tenant_id, collection, id, data, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                      ON CONFLICT (tenant_id, collection, id) DO UPDATE SET
                         data = excluded.data, updated_at = excluded.updated_at",
                 )?;
-                let mut remove = conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
-                for (seq, id, body) in &ready {
-                    upsert.execute(params![tenant, collection, id, body, now])?;
-                    remove.execute([seq])?;
+                for (id, data) in &rows {
+                    upsert.execute(params![tenant, collection, id, data, now])?;
                 }
-                Ok(ready.len())
+                Ok(())
             })
-            .await?;
-        if stored > 0 {
-            self.wake_stored();
-        }
-        Ok(stored)
+            .await
     }
 
     async fn records(

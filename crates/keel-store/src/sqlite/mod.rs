@@ -1,8 +1,9 @@
 //! The embedded adapter: one SQLite database file in WAL mode.
 //!
 //! Writes go through [`writer::Writer`] (one connection, group commit, fsync before
-//! any caller is answered); reads through [`readers::Readers`]. The bus will ride the
-//! same write path, so a message and the rows it causes commit together.
+//! any caller is answered); reads through [`readers::Readers`]. The embedded bus
+//! (`bus = "embedded"`) rides the same write path, so a publish and its queue
+//! entries commit together.
 
 mod bus;
 mod bus_support;
@@ -32,8 +33,6 @@ pub struct SqliteStore {
     /// Woken after every commit that may have made messages visible, so long polls
     /// answer at once.
     published: Arc<tokio::sync::Notify>,
-    /// Woken after the store target writes records (for `?wait=true`).
-    stored: Arc<tokio::sync::Notify>,
     bus_cache: Arc<bus_support::BusCache>,
     quotas: Quotas,
     fanout_budget: Arc<crate::fanout_budget::FanoutBudget>,
@@ -57,7 +56,6 @@ impl SqliteStore {
             readers: Arc::new(readers::Readers::new(path.to_owned())),
             clock,
             published: Arc::new(tokio::sync::Notify::new()),
-            stored: Arc::new(tokio::sync::Notify::new()),
             bus_cache: Arc::default(),
             quotas: Quotas::default(),
             fanout_budget: Arc::new(crate::fanout_budget::FanoutBudget::new(
@@ -80,10 +78,6 @@ impl SqliteStore {
 
     fn wake_receivers(&self) {
         self.published.notify_waiters();
-    }
-
-    fn wake_stored(&self) {
-        self.stored.notify_waiters();
     }
 
     pub fn commit_stats(&self) -> Arc<crate::WriteStats> {
@@ -138,7 +132,4 @@ pub(crate) fn to_micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-pub(crate) fn from_micros(micros: i64) -> StoreResult<Timestamp> {
-    Timestamp::from_microsecond(micros)
-        .map_err(|e| StoreError::Internal(format!("stored time {micros} out of range: {e}")))
-}
+pub(crate) use crate::from_micros;

@@ -38,7 +38,7 @@ impl TenantStore for SqliteStore {
         let tenant = Tenant {
             id: TenantId(uuid::Uuid::new_v4().to_string()),
             name: name.to_owned(),
-            created_at: Timestamp::now(),
+            created_at: self.clock.now(),
         };
         let row = tenant.clone();
         self.writer
@@ -167,7 +167,7 @@ fn stored_from_new(key: NewKey, id: String, now: Timestamp) -> StoredKey {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn create_key(&self, key: NewKey) -> StoreResult<StoredKey> {
-        let (id, now) = (new_id(), Timestamp::now());
+        let (id, now) = (new_id(), self.clock.now());
         let row = key.clone();
         let row_id = id.clone();
         let limit = self.quotas.keys_per_tenant;
@@ -281,7 +281,7 @@ impl AccountStore for SqliteStore {
         prefix: &str,
         secret_hash: SecretHash,
     ) -> StoreResult<(Account, StoredKey)> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let account = Account {
             id: new_id(),
             tenant_id: TenantId(uuid::Uuid::new_v4().to_string()),
@@ -299,12 +299,6 @@ impl AccountStore for SqliteStore {
         let (row, key_row, row_key_id) = (account.clone(), key.clone(), key_id.clone());
         self.writer
             .execute(move |conn| {
-                let taken: bool = conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE email = ?1)")?
-                    .query_row([&row.email], |r| r.get(0))?;
-                if taken {
-                    return Err(StoreError::Conflict("email already registered".into()));
-                }
                 conn.prepare_cached(
                     "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
                 )?
@@ -319,7 +313,13 @@ impl AccountStore for SqliteStore {
                     row.email,
                     row.password_hash,
                     to_micros(now)
-                ])?;
+                ])
+                // The unique index decides, so two registrations racing for one
+                // email cannot both win (whichever process or replica they hit).
+                .map_err(|e| match crate::StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict("email already registered".into()),
+                    other => other,
+                })?;
                 insert_key(conn, &key_row, &row_key_id, now)
             })
             .await?;
@@ -559,7 +559,7 @@ impl Store for SqliteStore {
         getrandom::fill(&mut fresh)
             .map_err(|e| StoreError::Internal(format!("no randomness: {e}")))?;
         let name = name.to_owned();
-        let now = to_micros(Timestamp::now());
+        let now = to_micros(self.clock.now());
         let stored: Vec<u8> = self
             .writer
             .execute(move |conn| {

@@ -1,45 +1,44 @@
-//! The bus contract (SPEC §4) against the embedded adapter, with a controlled clock.
-//! The NATS adapter will run these same checks.
+//! The bus contract (SPEC §4), one suite for every bus adapter: the embedded bus
+//! on SQLite and on PostgreSQL (and the NATS adapter next), with a clock every
+//! adapter honours.
 
-use std::sync::Arc;
+mod adapters;
 
-use jiff::{SignedDuration, Timestamp};
-use keel_core::{
-    bus::{BusName, DeliveryPolicy},
-    clock::{Clock, ManualClock},
-};
+use adapters::{Adapter, Kind};
+use jiff::Timestamp;
+use keel_core::bus::{BusName, DeliveryPolicy};
 use keel_store::{
-    bus::{Bus, FilterScope, OutgoingMessage, Subscription},
-    sqlite::SqliteStore,
-    StoreError, TenantId, TenantStore,
+    bus::{FilterScope, OutgoingMessage, ReceiveRequest, Subscription},
+    StoreError, TenantId,
 };
 use serde_json::{json, Map, Value};
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    clock: Arc<ManualClock>,
+    a: Adapter,
     tenant: TenantId,
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
-    let store = SqliteStore::open_with_clock(&dir.path().join("keel.db"), clock.clone()).unwrap();
-    let tenant = store.create_tenant("t").await.unwrap().id;
-    Fixture {
-        _dir: dir,
-        store,
-        clock,
-        tenant,
+async fn fixture(kind: Kind) -> Option<Fixture> {
+    fixture_with(kind, keel_store::Quotas::default()).await
+}
+
+async fn fixture_with(kind: Kind, quotas: keel_store::Quotas) -> Option<Fixture> {
+    let a = Adapter::open_with(kind, quotas).await?;
+    let tenant = a.store.create_tenant("t").await.unwrap().id;
+    Some(Fixture { a, tenant })
+}
+
+fn take(max: u32) -> ReceiveRequest {
+    ReceiveRequest {
+        max,
+        visibility_s: 30,
+        wait: std::time::Duration::ZERO,
     }
 }
 
 impl Fixture {
     fn advance(&self, seconds: i64) {
-        let now: Timestamp = self.clock.now();
-        self.clock
-            .set(now.checked_add(SignedDuration::from_secs(seconds)).unwrap());
+        self.a.advance(seconds);
     }
 
     async fn subscribe(
@@ -50,7 +49,7 @@ impl Fixture {
         scope: FilterScope,
         max_receives: u32,
     ) {
-        self.store
+        self.a.bus
             .put_subscription(
                 &self.tenant,
                 Subscription {
@@ -76,7 +75,7 @@ impl Fixture {
     ) -> String {
         let attributes: Map<String, Value> = attributes.as_object().cloned().unwrap_or_default();
         let ids = self
-            .store
+            .a.bus
             .publish(
                 &self.tenant,
                 &name_of(topic),
@@ -92,8 +91,8 @@ impl Fixture {
     }
 
     async fn receive(&self, topic: &str, sub: &str, max: u32) -> Vec<keel_store::bus::Delivery> {
-        self.store
-            .receive(&self.tenant, &name_of(topic), &name_of(sub), max, 30)
+        self.a.bus
+            .receive(&self.tenant, &name_of(topic), &name_of(sub), take(max))
             .await
             .unwrap()
     }
@@ -103,9 +102,8 @@ fn name_of(s: &str) -> BusName {
     BusName::parse(s, "/name").unwrap()
 }
 
-#[tokio::test]
-async fn publish_fans_out_through_filters_in_order() {
-    let f = fixture().await;
+async fn publish_fans_out_through_filters_in_order(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("orders", "all", None, FilterScope::Attributes, 5)
         .await;
     f.subscribe(
@@ -149,9 +147,8 @@ async fn publish_fans_out_through_filters_in_order() {
     assert_eq!(ids(f.receive("orders", "pt", 10).await), [a]);
 }
 
-#[tokio::test]
-async fn visibility_timeout_redelivers_with_a_new_receipt() {
-    let f = fixture().await;
+async fn visibility_timeout_redelivers_with_a_new_receipt(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 5)
         .await;
     f.publish("t", json!("hello"), json!({"k": "v"}), None)
@@ -166,7 +163,7 @@ async fn visibility_timeout_redelivers_with_a_new_receipt() {
         "hidden while in flight"
     );
     let stats = f
-        .store
+        .a.bus
         .stats(&f.tenant, &name_of("t"), &name_of("q"))
         .await
         .unwrap();
@@ -177,7 +174,7 @@ async fn visibility_timeout_redelivers_with_a_new_receipt() {
     assert_ne!(second[0].receipt, first[0].receipt);
     // The superseded receipt acks nothing; the current one acks.
     let (t, q) = (name_of("t"), name_of("q"));
-    let ack = |r: &str| f.store.ack(&f.tenant, &t, &q, vec![r.to_owned()]);
+    let ack = |r: &str| f.a.bus.ack(&f.tenant, &t, &q, vec![r.to_owned()]);
     assert_eq!(
         ack(&first[0].receipt).await.unwrap(),
         [first[0].receipt.clone()]
@@ -195,9 +192,8 @@ async fn visibility_timeout_redelivers_with_a_new_receipt() {
     );
 }
 
-#[tokio::test]
-async fn max_receives_dead_letters_and_redrive_brings_them_back() {
-    let f = fixture().await;
+async fn max_receives_dead_letters_and_redrive_brings_them_back(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 2)
         .await;
     let id = f.publish("t", json!(1), json!({}), None).await;
@@ -211,13 +207,13 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back() {
         "both exceeded max_receives"
     );
     let stats = f
-        .store
+        .a.bus
         .stats(&f.tenant, &name_of("t"), &name_of("q"))
         .await
         .unwrap();
     assert_eq!((stats.depth, stats.in_flight, stats.dlq_depth), (0, 0, 2));
     let dead = f
-        .store
+        .a.bus
         .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 100)
         .await
         .unwrap();
@@ -230,7 +226,7 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back() {
         .contains("visibility"));
 
     assert_eq!(
-        f.store
+        f.a.bus
             .redrive(
                 &f.tenant,
                 &name_of("t"),
@@ -245,7 +241,7 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back() {
     assert_eq!(back.len(), 1);
     assert_eq!((back[0].id.clone(), back[0].receive_count), (id, 1));
     assert_eq!(
-        f.store
+        f.a.bus
             .redrive(&f.tenant, &name_of("t"), &name_of("q"), None)
             .await
             .unwrap(),
@@ -253,7 +249,7 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back() {
     );
     assert_eq!(f.receive("t", "q", 10).await[0].id, other);
     assert_eq!(
-        f.store
+        f.a.bus
             .redrive(&f.tenant, &name_of("t"), &name_of("q"), None)
             .await
             .unwrap(),
@@ -262,15 +258,14 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back() {
     );
 }
 
-#[tokio::test]
-async fn nack_delays_and_records_the_error() {
-    let f = fixture().await;
+async fn nack_delays_and_records_the_error(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 1)
         .await;
     f.publish("t", json!(1), json!({}), None).await;
     let got = f.receive("t", "q", 1).await;
     assert!(f
-        .store
+        .a.bus
         .nack(
             &f.tenant,
             &name_of("t"),
@@ -282,7 +277,7 @@ async fn nack_delays_and_records_the_error() {
         .await
         .unwrap());
     assert!(!f
-        .store
+        .a.bus
         .nack(&f.tenant, &name_of("t"), &name_of("q"), "unknown", 0, None)
         .await
         .unwrap());
@@ -292,16 +287,15 @@ async fn nack_delays_and_records_the_error() {
     // max_receives is 1: the next receive dead-letters it with the recorded error.
     assert!(f.receive("t", "q", 1).await.is_empty());
     let dead = f
-        .store
+        .a.bus
         .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 10)
         .await
         .unwrap();
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
 }
 
-#[tokio::test]
-async fn the_same_id_within_the_window_is_delivered_once() {
-    let f = fixture().await;
+async fn the_same_id_within_the_window_is_delivered_once(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 5)
         .await;
     let first = f.publish("t", json!(1), json!({}), Some("order-1")).await;
@@ -316,20 +310,19 @@ async fn the_same_id_within_the_window_is_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn queues_are_per_tenant() {
-    let f = fixture().await;
+async fn queues_are_per_tenant(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 5)
         .await;
     f.publish("t", json!(1), json!({}), None).await;
-    let other = f.store.create_tenant("other").await.unwrap().id;
+    let other = f.a.store.create_tenant("other").await.unwrap().id;
     let attempt = f
-        .store
-        .receive(&other, &name_of("t"), &name_of("q"), 10, 30)
+        .a.bus
+        .receive(&other, &name_of("t"), &name_of("q"), take(10))
         .await;
     assert!(matches!(attempt, Err(StoreError::InvalidInput { .. })));
     assert!(f
-        .store
+        .a.bus
         .subscription(&other, &name_of("t"), &name_of("q"))
         .await
         .unwrap()
@@ -337,64 +330,44 @@ async fn queues_are_per_tenant() {
     assert_eq!(f.receive("t", "q", 10).await.len(), 1);
 }
 
-#[tokio::test]
-async fn accepted_messages_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keel.db");
-    let tenant = {
-        let store = SqliteStore::open(&path).unwrap();
-        let tenant = store.create_tenant("t").await.unwrap().id;
-        store
-            .put_subscription(
-                &tenant,
-                Subscription {
-                    topic: name_of("t"),
-                    name: name_of("q"),
-                    filter: None,
-                    filter_scope: FilterScope::Attributes,
-                    target: json!({"type": "queue"}),
-                    delivery: DeliveryPolicy::default(),
-                    created_at: Timestamp::UNIX_EPOCH,
-                },
-            )
+async fn accepted_messages_survive_reopening(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5).await;
+    let batch = (0..100)
+        .map(|i| OutgoingMessage {
+            body: json!(i),
+            attributes: Map::new(),
+            dedup_id: None,
+        })
+        .collect();
+    assert_eq!(
+        f.a.bus
+            .publish(&f.tenant, &name_of("t"), batch)
             .await
-            .unwrap();
-        let batch = (0..100)
-            .map(|i| OutgoingMessage {
-                body: json!(i),
-                attributes: Map::new(),
-                dedup_id: None,
-            })
-            .collect();
-        assert_eq!(
-            store
-                .publish(&tenant, &name_of("t"), batch)
-                .await
-                .unwrap()
-                .len(),
-            100
-        );
-        tenant
-    };
-    let store = SqliteStore::open(&path).unwrap();
-    let got = store
-        .receive(&tenant, &name_of("t"), &name_of("q"), 100, 30)
+            .unwrap()
+            .len(),
+        100
+    );
+    let reopened = f.a.reopen().await;
+    let got = reopened
+        .bus
+        .receive(&f.tenant, &name_of("t"), &name_of("q"), take(100))
         .await
         .unwrap();
     let bodies: Vec<i64> = got.iter().map(|d| d.body.as_i64().unwrap()).collect();
     assert_eq!(bodies, (0..100).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn quotas_are_enforced_inside_the_write() {
+async fn quotas_are_enforced_inside_the_write(kind: Kind) {
     use keel_store::Quotas;
-    let f = fixture().await;
-    let store = f.store.clone().with_quotas(Quotas {
+    let quotas = Quotas {
         topics_per_tenant: 1,
         subscriptions_per_tenant: 1,
         fanout_bytes_per_publish: 100,
         ..Quotas::default()
-    });
+    };
+    let Some(f) = fixture_with(kind, quotas).await else { return };
+    let store = f.a.bus.clone();
     let sub = |topic: &str, name: &str| Subscription {
         topic: name_of(topic),
         name: name_of(name),
@@ -460,10 +433,9 @@ async fn quotas_are_enforced_inside_the_write() {
         .is_none());
 }
 
-#[tokio::test]
-async fn a_new_subscription_sees_the_next_publish() {
+async fn a_new_subscription_sees_the_next_publish(kind: Kind) {
     // Routing is cached outside the writer; a subscription change must reach it.
-    let f = fixture().await;
+    let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "first", None, FilterScope::Attributes, 5)
         .await;
     let message = || OutgoingMessage {
@@ -471,18 +443,18 @@ async fn a_new_subscription_sees_the_next_publish() {
         attributes: Map::new(),
         dedup_id: None,
     };
-    f.store
+    f.a.bus
         .publish(&f.tenant, &name_of("t"), vec![message()])
         .await
         .unwrap();
     f.subscribe("t", "second", None, FilterScope::Attributes, 5)
         .await;
-    f.store
+    f.a.bus
         .publish(&f.tenant, &name_of("t"), vec![message()])
         .await
         .unwrap();
     let depth = |name: &'static str| {
-        let store = f.store.clone();
+        let store = f.a.bus.clone();
         let tenant = f.tenant.clone();
         async move {
             store
@@ -495,3 +467,15 @@ async fn a_new_subscription_sees_the_next_publish() {
     assert_eq!(depth("first").await, 2);
     assert_eq!(depth("second").await, 1);
 }
+
+on_every_adapter!(
+    publish_fans_out_through_filters_in_order,
+    visibility_timeout_redelivers_with_a_new_receipt,
+    max_receives_dead_letters_and_redrive_brings_them_back,
+    nack_delays_and_records_the_error,
+    the_same_id_within_the_window_is_delivered_once,
+    queues_are_per_tenant,
+    accepted_messages_survive_reopening,
+    quotas_are_enforced_inside_the_write,
+    a_new_subscription_sees_the_next_publish,
+);

@@ -1,0 +1,121 @@
+//! Forward-only migrations for PostgreSQL, embedded in the binary and applied on
+//! start (and by `keel migrate`). Replicas starting together take turns: the
+//! first holds a session advisory lock while it migrates, the others wait for it
+//! and then find nothing left to do. Each migration commits together with the row
+//! that records it.
+
+use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection, Row};
+
+use super::{errors::map, quote_identifier};
+use crate::StoreResult;
+
+/// (version, name, SQL). Append only: a released migration is never edited.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "schema",
+    include_str!("../../migrations/postgres/0001_schema.sql"),
+)];
+
+/// Any constant both replicas agree on: the key of the migration lock.
+const MIGRATION_LOCK: i64 = 0x6b65_656c_6d69_67; // "keelmig"
+
+/// Applies every pending migration over `connection`; returns the versions applied.
+pub async fn migrate(connection: &mut PgConnection) -> StoreResult<Vec<i64>> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *connection)
+        .await
+        .map_err(map)?;
+    let result = apply_pending(connection).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *connection)
+        .await
+        .map_err(map);
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_pending(connection: &mut PgConnection) -> StoreResult<Vec<i64>> {
+    connection
+        .execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version     BIGINT PRIMARY KEY,
+                 name        TEXT NOT NULL,
+                 applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(map)?;
+    let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if done.contains(&version) {
+            continue;
+        }
+        let mut tx = connection.begin().await.map_err(map)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(map)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        tracing::info!(version, name, "applied migration");
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+/// Migrates as the URL's user (the owner), then makes sure the application role
+/// exists, may use every table, and can be switched to by that user.
+pub(super) async fn migrate_and_grant(
+    options: &PgConnectOptions,
+    app_role: &str,
+) -> StoreResult<()> {
+    let mut connection = PgConnection::connect_with(options).await.map_err(map)?;
+    migrate(&mut connection).await?;
+    if !app_role.is_empty() {
+        let role = quote_identifier(app_role);
+        // Roles are cluster-wide: replicas (or test databases) creating it at
+        // once must not fail, hence the exception handler.
+        let literal = app_role.replace('\'', "''");
+        let grants = format!(
+            "SELECT pg_advisory_lock({MIGRATION_LOCK});
+             DO $$ BEGIN
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{literal}') THEN
+                     CREATE ROLE {role} NOLOGIN;
+                 END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$;
+             GRANT USAGE ON SCHEMA current_schema TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA current_schema TO {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA current_schema TO {role};
+             DO $$ BEGIN
+                 IF NOT pg_has_role(current_user, '{literal}', 'MEMBER') THEN
+                     EXECUTE format('GRANT %I TO %I', '{literal}', current_user);
+                 END IF;
+             END $$;
+             SELECT pg_advisory_unlock({MIGRATION_LOCK});"
+        );
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(map)?;
+        let grants = grants.replace("current_schema", &quote_identifier(&schema));
+        sqlx::raw_sql(&grants)
+            .execute(&mut connection)
+            .await
+            .map_err(map)?;
+    }
+    connection.close().await.map_err(map)?;
+    Ok(())
+}
