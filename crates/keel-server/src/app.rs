@@ -45,7 +45,13 @@ impl Roles {
                 }
             }
         }
-        if roles == (Roles { api: false, worker: false, prober: false }) {
+        if roles
+            == (Roles {
+                api: false,
+                worker: false,
+                prober: false,
+            })
+        {
             return Err("no role given: expected api, worker, prober or all".into());
         }
         Ok(roles)

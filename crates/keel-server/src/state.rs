@@ -16,8 +16,8 @@ use keel_store::{bus::Bus, Backends, Store};
 pub use crate::server_config::ServerConfig;
 use crate::{
     audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, extract::Paging,
-    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache,
-    request_log::RequestLog, telemetry::Telemetry,
+    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache, request_log::RequestLog,
+    telemetry::Telemetry,
 };
 
 pub struct Inner {

@@ -77,7 +77,9 @@ impl StoreKind {
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             return Ok(Self::Postgres(raw.to_owned()));
         }
-        Err(format!("store {raw:?}: expected sqlite://PATH or postgres://…"))
+        Err(format!(
+            "store {raw:?}: expected sqlite://PATH or postgres://…"
+        ))
     }
 }
 

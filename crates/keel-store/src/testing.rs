@@ -31,7 +31,10 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates an empty database on the server at `server_url`.
     pub async fn create(server_url: &str) -> Self {
-        let name = format!("keel_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let name = format!(
+            "keel_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         let mut admin = PgConnection::connect(server_url)
             .await
             .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}={server_url}: cannot connect: {e}"));
@@ -63,7 +66,9 @@ impl Drop for TestDatabase {
                 runtime.block_on(async {
                     if let Ok(mut admin) = PgConnection::connect(&server).await {
                         let _ = admin
-                            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                            )
                             .await;
                         let _ = admin.close().await;
                     }

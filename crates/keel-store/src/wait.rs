@@ -61,15 +61,20 @@ mod tests {
         let checks = Arc::new(AtomicU32::new(0));
         let (s, c) = (signal.clone(), checks.clone());
         let started = std::time::Instant::now();
-        let found = until(&signal, Duration::from_secs(10), Duration::from_secs(10), || {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            // The first check sees nothing and signals "arrived" before the loop
-            // waits: the registration made before the check must catch it.
-            if n == 0 {
-                s.notify_waiters();
-            }
-            async move { Ok((n == 1).then_some(n)) }
-        })
+        let found = until(
+            &signal,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                // The first check sees nothing and signals "arrived" before the loop
+                // waits: the registration made before the check must catch it.
+                if n == 0 {
+                    s.notify_waiters();
+                }
+                async move { Ok((n == 1).then_some(n)) }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(found, Some(1));
@@ -100,6 +105,9 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(found, None);
-        assert!(checks.load(Ordering::SeqCst) >= 4, "re-checked without a signal");
+        assert!(
+            checks.load(Ordering::SeqCst) >= 4,
+            "re-checked without a signal"
+        );
     }
 }

@@ -49,7 +49,8 @@ impl Fixture {
         scope: FilterScope,
         max_receives: u32,
     ) {
-        self.a.bus
+        self.a
+            .bus
             .put_subscription(
                 &self.tenant,
                 Subscription {
@@ -75,7 +76,8 @@ impl Fixture {
     ) -> String {
         let attributes: Map<String, Value> = attributes.as_object().cloned().unwrap_or_default();
         let ids = self
-            .a.bus
+            .a
+            .bus
             .publish(
                 &self.tenant,
                 &name_of(topic),
@@ -91,7 +93,8 @@ impl Fixture {
     }
 
     async fn receive(&self, topic: &str, sub: &str, max: u32) -> Vec<keel_store::bus::Delivery> {
-        self.a.bus
+        self.a
+            .bus
             .receive(&self.tenant, &name_of(topic), &name_of(sub), take(max))
             .await
             .unwrap()
@@ -162,11 +165,11 @@ async fn visibility_timeout_redelivers_with_a_new_receipt(kind: Kind) {
         f.receive("t", "q", 1).await.is_empty(),
         "hidden while in flight"
     );
-    let stats = f
-        .a.bus
-        .stats(&f.tenant, &name_of("t"), &name_of("q"))
-        .await
-        .unwrap();
+    let stats =
+        f.a.bus
+            .stats(&f.tenant, &name_of("t"), &name_of("q"))
+            .await
+            .unwrap();
     assert_eq!((stats.depth, stats.in_flight), (0, 1));
     f.advance(31);
     let second = f.receive("t", "q", 1).await;
@@ -206,17 +209,17 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back(kind: Kind) {
         f.receive("t", "q", 10).await.is_empty(),
         "both exceeded max_receives"
     );
-    let stats = f
-        .a.bus
-        .stats(&f.tenant, &name_of("t"), &name_of("q"))
-        .await
-        .unwrap();
+    let stats =
+        f.a.bus
+            .stats(&f.tenant, &name_of("t"), &name_of("q"))
+            .await
+            .unwrap();
     assert_eq!((stats.depth, stats.in_flight, stats.dlq_depth), (0, 0, 2));
-    let dead = f
-        .a.bus
-        .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 100)
-        .await
-        .unwrap();
+    let dead =
+        f.a.bus
+            .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 100)
+            .await
+            .unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].receive_count, 2);
     assert!(dead[0]
@@ -265,7 +268,8 @@ async fn nack_delays_and_records_the_error(kind: Kind) {
     f.publish("t", json!(1), json!({}), None).await;
     let got = f.receive("t", "q", 1).await;
     assert!(f
-        .a.bus
+        .a
+        .bus
         .nack(
             &f.tenant,
             &name_of("t"),
@@ -277,7 +281,8 @@ async fn nack_delays_and_records_the_error(kind: Kind) {
         .await
         .unwrap());
     assert!(!f
-        .a.bus
+        .a
+        .bus
         .nack(&f.tenant, &name_of("t"), &name_of("q"), "unknown", 0, None)
         .await
         .unwrap());
@@ -286,11 +291,11 @@ async fn nack_delays_and_records_the_error(kind: Kind) {
     f.advance(6);
     // max_receives is 1: the next receive dead-letters it with the recorded error.
     assert!(f.receive("t", "q", 1).await.is_empty());
-    let dead = f
-        .a.bus
-        .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 10)
-        .await
-        .unwrap();
+    let dead =
+        f.a.bus
+            .dead_letters(&f.tenant, &name_of("t"), &name_of("q"), 10)
+            .await
+            .unwrap();
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
 }
 
@@ -316,13 +321,14 @@ async fn queues_are_per_tenant(kind: Kind) {
         .await;
     f.publish("t", json!(1), json!({}), None).await;
     let other = f.a.store.create_tenant("other").await.unwrap().id;
-    let attempt = f
-        .a.bus
-        .receive(&other, &name_of("t"), &name_of("q"), take(10))
-        .await;
+    let attempt =
+        f.a.bus
+            .receive(&other, &name_of("t"), &name_of("q"), take(10))
+            .await;
     assert!(matches!(attempt, Err(StoreError::InvalidInput { .. })));
     assert!(f
-        .a.bus
+        .a
+        .bus
         .subscription(&other, &name_of("t"), &name_of("q"))
         .await
         .unwrap()
@@ -332,7 +338,8 @@ async fn queues_are_per_tenant(kind: Kind) {
 
 async fn accepted_messages_survive_reopening(kind: Kind) {
     let Some(f) = fixture(kind).await else { return };
-    f.subscribe("t", "q", None, FilterScope::Attributes, 5).await;
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
     let batch = (0..100)
         .map(|i| OutgoingMessage {
             body: json!(i),
@@ -366,7 +373,9 @@ async fn quotas_are_enforced_inside_the_write(kind: Kind) {
         fanout_bytes_per_publish: 100,
         ..Quotas::default()
     };
-    let Some(f) = fixture_with(kind, quotas).await else { return };
+    let Some(f) = fixture_with(kind, quotas).await else {
+        return;
+    };
     let store = f.a.bus.clone();
     let sub = |topic: &str, name: &str| Subscription {
         topic: name_of(topic),

@@ -141,7 +141,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             // Opening applies pending migrations.
             let backends = open_backends(&config).await?;
             backends.store.ping().await?;
-            println!("migrations applied ({} store)", backends.store.backend_name());
+            println!(
+                "migrations applied ({} store)",
+                backends.store.backend_name()
+            );
             Ok(())
         }
         Command::Tenant {

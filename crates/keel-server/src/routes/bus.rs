@@ -198,10 +198,7 @@ pub async fn publish(
         }
         None => vec![parse_message(&body, "").map_err(ApiError::field)?],
     };
-    let ids = state
-        .bus
-        .publish(&key.tenant_id, &topic, messages)
-        .await?;
+    let ids = state.bus.publish(&key.tenant_id, &topic, messages).await?;
     state.telemetry.bus.published(ids.len() as u64);
     let mut response = (StatusCode::ACCEPTED, Json(Published { ids })).into_response();
     response

@@ -52,16 +52,16 @@ pub fn local_webhooks() -> ServerConfig {
 /// asked to run on PostgreSQL, else a SQLite file in `dir`.
 async fn test_store(dir: &std::path::Path) -> (String, Option<TestDatabase>) {
     let on_postgres = std::env::var("KEEL_TEST_HTTP_BACKEND").as_deref() == Ok("postgres");
-    match (on_postgres, std::env::var(keel_store::testing::POSTGRES_URL_VAR)) {
+    match (
+        on_postgres,
+        std::env::var(keel_store::testing::POSTGRES_URL_VAR),
+    ) {
         (true, Ok(server)) => {
             let database = TestDatabase::create(&server).await;
             (database.url.clone(), Some(database))
         }
         (true, Err(_)) => panic!("KEEL_TEST_HTTP_BACKEND=postgres needs KEEL_TEST_POSTGRES_URL"),
-        (false, _) => (
-            format!("sqlite://{}", dir.join("keel.db").display()),
-            None,
-        ),
+        (false, _) => (format!("sqlite://{}", dir.join("keel.db").display()), None),
     }
 }
 

@@ -17,11 +17,11 @@ use crate::{
         Bus, DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, ReceiveRequest,
         Subscription,
     },
+    from_micros,
     routing::{
         json_map, json_text, json_value, parse_receipt, parse_scope, route_messages, Routes,
         DEDUP_WINDOW_MICROS,
     },
-    from_micros,
     StoreError, StoreResult, TenantId,
 };
 
@@ -134,7 +134,12 @@ async fn ensure_topic_row(
 }
 
 impl PgStore {
-    async fn routes(&self, conn: &mut PgConnection, tenant: &str, topic: &str) -> StoreResult<Routes> {
+    async fn routes(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &str,
+        topic: &str,
+    ) -> StoreResult<Routes> {
         let rows = sqlx::query(
             "SELECT name, filter, filter_scope FROM subscriptions
              WHERE tenant_id = $1 AND topic = $2 ORDER BY name",
@@ -149,7 +154,11 @@ impl PgStore {
             .map(|r| {
                 let filter: Option<String> = r.get(1);
                 let scope: String = r.get(2);
-                Ok((r.get::<String, _>(0), parse_scope(&scope), self.routes.policy(filter.as_deref())?))
+                Ok((
+                    r.get::<String, _>(0),
+                    parse_scope(&scope),
+                    self.routes.policy(filter.as_deref())?,
+                ))
             })
             .collect::<StoreResult<Vec<(String, FilterScope, FilterPolicy)>>>()?;
         Ok(std::sync::Arc::new(routes))
@@ -282,7 +291,9 @@ impl Bus for PgStore {
             self.quotas.topics_per_tenant,
         )
         .await?;
-        let routes = self.routes(&mut tx, tenant.as_str(), topic.as_str()).await?;
+        let routes = self
+            .routes(&mut tx, tenant.as_str(), topic.as_str())
+            .await?;
         let limit = self.quotas.fanout_bytes_per_publish;
         let routed = if routes.len() * messages.len() <= 256 {
             route_messages(&routes, messages, limit)?
@@ -292,7 +303,8 @@ impl Bus for PgStore {
                 .await
                 .map_err(|e| StoreError::Internal(format!("routing task: {e}")))??
         };
-        self.fanout_budget.charge(tenant.as_str(), routed.fanout_bytes)?;
+        self.fanout_budget
+            .charge(tenant.as_str(), routed.fanout_bytes)?;
         let mut ids = Vec::with_capacity(routed.messages.len());
         let mut rows: (Vec<String>, Vec<String>, Vec<String>, Vec<String>) = Default::default();
         for message in routed.messages {
@@ -663,7 +675,9 @@ impl Bus for PgStore {
     }
 
     async fn worker_subscriptions(&self) -> StoreResult<Vec<(TenantId, Subscription)>> {
-        let mut tx = self.all_tenants("worker role: list built-in targets").await?;
+        let mut tx = self
+            .all_tenants("worker role: list built-in targets")
+            .await?;
         let rows = sqlx::query(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS}, tenant_id, topic FROM subscriptions WHERE target_type <> 'queue'"
         ))
@@ -683,7 +697,9 @@ impl Bus for PgStore {
 
     async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>> {
         let now = self.now_micros();
-        let mut tx = self.all_tenants("metrics: every queue's statistics").await?;
+        let mut tx = self
+            .all_tenants("metrics: every queue's statistics")
+            .await?;
         let rows = sqlx::query(&format!(
             "SELECT tenant_id, topic, subscription, {STATS_COLUMNS}
              FROM deliveries GROUP BY tenant_id, topic, subscription"
@@ -695,7 +711,14 @@ impl Bus for PgStore {
         tx.commit().await.map_err(map)?;
         Ok(rows
             .iter()
-            .map(|r| (TenantId(r.get(0)), r.get(1), r.get(2), stats_from(r, now, 3)))
+            .map(|r| {
+                (
+                    TenantId(r.get(0)),
+                    r.get(1),
+                    r.get(2),
+                    stats_from(r, now, 3),
+                )
+            })
             .collect())
     }
 

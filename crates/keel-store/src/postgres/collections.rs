@@ -8,8 +8,8 @@ use sqlx::{postgres::PgRow, Row};
 use super::{errors::map, PgStore};
 use crate::{
     collections::{CollectionStore, DeliveryAttempt, Record},
-    routing::{json_text, json_value},
     from_micros,
+    routing::{json_text, json_value},
     Page, PageRequest, StoreResult, TenantId,
 };
 
@@ -36,7 +36,10 @@ impl CollectionStore for PgStore {
         if records.is_empty() {
             return Ok(());
         }
-        let (mut ids, mut data) = (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
+        let (mut ids, mut data) = (
+            Vec::with_capacity(records.len()),
+            Vec::with_capacity(records.len()),
+        );
         for (id, value) in records {
             ids.push(id);
             data.push(json_text(&value)?);
@@ -85,7 +88,10 @@ impl CollectionStore for PgStore {
         .await
         .map_err(map)?;
         tx.commit().await.map_err(map)?;
-        let records = rows.iter().map(record_from).collect::<StoreResult<Vec<_>>>()?;
+        let records = rows
+            .iter()
+            .map(record_from)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_seq_rows(records, page.limit))
     }
 
@@ -118,16 +124,15 @@ impl CollectionStore for PgStore {
         id: &str,
     ) -> StoreResult<bool> {
         let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let deleted = sqlx::query(
-            "DELETE FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(collection)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?
-        .rows_affected();
+        let deleted =
+            sqlx::query("DELETE FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3")
+                .bind(tenant.as_str())
+                .bind(collection)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map)?
+                .rows_affected();
         tx.commit().await.map_err(map)?;
         Ok(deleted == 1)
     }

@@ -13,9 +13,9 @@ use sqlx::{postgres::PgRow, Row};
 
 use super::{errors::map, PgStore};
 use crate::{
-    from_micros, Account, AccountStore, AuditEvent, AuditStore, CounterStore,
-    GreeterStore, KeyStore, NewKey, Page, PageRequest, Store, StoreError, StoreResult, StoredKey,
-    Tenant, TenantId, TenantStore,
+    from_micros, Account, AccountStore, AuditEvent, AuditStore, CounterStore, GreeterStore,
+    KeyStore, NewKey, Page, PageRequest, Store, StoreError, StoreResult, StoredKey, Tenant,
+    TenantId, TenantStore,
 };
 
 fn new_id() -> String {
@@ -73,8 +73,13 @@ impl TenantStore for PgStore {
         .await
         .map_err(map)?;
         tx.commit().await.map_err(map)?;
-        let tenants = rows.iter().map(tenant_from).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_overfetch(tenants, page.limit, |t| t.id.0.clone()))
+        let tenants = rows
+            .iter()
+            .map(tenant_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(tenants, page.limit, |t| {
+            t.id.0.clone()
+        }))
     }
 }
 
@@ -222,7 +227,9 @@ impl KeyStore for PgStore {
             .into_iter()
             .map(|(p, at)| (p, at.as_microsecond()))
             .unzip();
-        let mut tx = self.all_tenants("record key use (batched across tenants)").await?;
+        let mut tx = self
+            .all_tenants("record key use (batched across tenants)")
+            .await?;
         sqlx::query(
             "UPDATE api_keys k SET last_used_at = greatest(coalesce(k.last_used_at, 0), u.at)
              FROM unnest($1::text[], $2::bigint[]) AS u(prefix, at) WHERE k.prefix = u.prefix",
@@ -236,7 +243,9 @@ impl KeyStore for PgStore {
     }
 
     async fn has_operator_key(&self) -> StoreResult<bool> {
-        let mut tx = self.all_tenants("bootstrap: is there an operator key").await?;
+        let mut tx = self
+            .all_tenants("bootstrap: is there an operator key")
+            .await?;
         let scopes: Vec<String> =
             sqlx::query_scalar("SELECT scopes FROM api_keys WHERE revoked_at IS NULL")
                 .fetch_all(&mut *tx)
@@ -545,11 +554,12 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(map)?;
-        let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map)?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map)?;
         stored
             .try_into()
             .map_err(|_| StoreError::Internal("a stored server secret is not 32 bytes".into()))

@@ -19,14 +19,21 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Any constant both replicas agree on: the key of the migration lock.
 const MIGRATION_LOCK: i64 = 0x6b65_656c_6d69_67; // "keelmig"
 
-/// Applies every pending migration over `connection`; returns the versions applied.
-pub async fn migrate(connection: &mut PgConnection) -> StoreResult<Vec<i64>> {
+/// Applies every pending migration over `connection` and, when `app_role` is
+/// given, makes sure that role exists and may use every table; returns the
+/// versions applied. Holds the migration lock throughout, so replicas take turns.
+pub async fn migrate(connection: &mut PgConnection, app_role: &str) -> StoreResult<Vec<i64>> {
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *connection)
         .await
         .map_err(map)?;
-    let result = apply_pending(connection).await;
+    let mut result = apply_pending(connection).await;
+    if result.is_ok() && !app_role.is_empty() {
+        if let Err(e) = grant(connection, app_role).await {
+            result = Err(e);
+        }
+    }
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *connection)
@@ -75,47 +82,63 @@ async fn apply_pending(connection: &mut PgConnection) -> StoreResult<Vec<i64>> {
     Ok(applied)
 }
 
-/// Migrates as the URL's user (the owner), then makes sure the application role
-/// exists, may use every table, and can be switched to by that user.
+/// Migrates as the URL's user (the owner), who must be able to create tables and
+/// (for the application role) roles.
 pub(super) async fn migrate_and_grant(
     options: &PgConnectOptions,
     app_role: &str,
 ) -> StoreResult<()> {
     let mut connection = PgConnection::connect_with(options).await.map_err(map)?;
-    migrate(&mut connection).await?;
-    if !app_role.is_empty() {
-        let role = quote_identifier(app_role);
-        // Roles are cluster-wide: replicas (or test databases) creating it at
-        // once must not fail, hence the exception handler.
-        let literal = app_role.replace('\'', "''");
-        let grants = format!(
-            "SELECT pg_advisory_lock({MIGRATION_LOCK});
-             DO $$ BEGIN
+    migrate(&mut connection, app_role).await?;
+    connection.close().await.map_err(map)?;
+    Ok(())
+}
+
+/// Makes sure the application role exists, may use every table of this schema,
+/// and can be switched to by the migrating user. Roles are shared by every
+/// database of the server, so databases migrating at once can collide on them
+/// ("tuple concurrently updated"): each step is idempotent and retried.
+async fn grant(connection: &mut PgConnection, app_role: &str) -> StoreResult<()> {
+    let role = quote_identifier(app_role);
+    let literal = app_role.replace('\'', "''");
+    let schema: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(map)?;
+    let schema = quote_identifier(&schema);
+    let steps = [
+        format!(
+            "DO $$ BEGIN
                  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{literal}') THEN
                      CREATE ROLE {role} NOLOGIN;
                  END IF;
              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-             END $$;
-             GRANT USAGE ON SCHEMA current_schema TO {role};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA current_schema TO {role};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA current_schema TO {role};
-             DO $$ BEGIN
+             END $$"
+        ),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
+        format!(
+            "DO $$ BEGIN
                  IF NOT pg_has_role(current_user, '{literal}', 'MEMBER') THEN
                      EXECUTE format('GRANT %I TO %I', '{literal}', current_user);
                  END IF;
-             END $$;
-             SELECT pg_advisory_unlock({MIGRATION_LOCK});"
-        );
-        let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&mut connection)
-            .await
-            .map_err(map)?;
-        let grants = grants.replace("current_schema", &quote_identifier(&schema));
-        sqlx::raw_sql(&grants)
-            .execute(&mut connection)
-            .await
-            .map_err(map)?;
+             END $$"
+        ),
+    ];
+    for step in &steps {
+        let mut tries = 0;
+        loop {
+            match sqlx::raw_sql(step).execute(&mut *connection).await {
+                Ok(_) => break,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "granting to the application role: retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+                Err(e) => return Err(map(e)),
+            }
+        }
     }
-    connection.close().await.map_err(map)?;
     Ok(())
 }

@@ -59,12 +59,10 @@ impl PgStore {
         clock: Arc<dyn Clock>,
         quotas: Quotas,
     ) -> StoreResult<Self> {
-        let connect: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::InvalidInput {
-                field: "store",
-                why: format!("not a PostgreSQL URL: {e}"),
-            })?;
+        let connect: PgConnectOptions = url.parse().map_err(|e| StoreError::InvalidInput {
+            field: "store",
+            why: format!("not a PostgreSQL URL: {e}"),
+        })?;
         let connect = connect.log_statements(tracing::log::LevelFilter::Trace);
         migrations::migrate_and_grant(&connect, &options.app_role).await?;
         let role = options.app_role.clone();
@@ -130,7 +128,10 @@ impl PgStore {
 
     /// Serialises quota-checked writes of one tenant until the transaction ends, so
     /// replicas writing at once cannot overshoot a quota together.
-    async fn lock_tenant_quota(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> StoreResult<()> {
+    async fn lock_tenant_quota(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: &str,
+    ) -> StoreResult<()> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('keel-quota:' || $1, 0))")
             .bind(tenant)
             .execute(&mut **tx)
@@ -168,8 +169,11 @@ impl PgStore {
                     continue;
                 }
                 loop {
-                    let received = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
-                    let Some(signal) = arrivals.upgrade() else { return };
+                    let received =
+                        tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+                    let Some(signal) = arrivals.upgrade() else {
+                        return;
+                    };
                     match received {
                         Ok(Ok(_)) => signal.notify_waiters(),
                         // Quiet: look whether the store is still wanted.
@@ -198,12 +202,11 @@ pub(crate) fn quote_identifier(name: &str) -> String {
 /// Without an application role to switch to, the URL's own user serves requests:
 /// refuse one that row-level security would not bind.
 async fn refuse_privileged_login(pool: &PgPool) -> StoreResult<()> {
-    let (superuser, bypass): (bool, bool) = sqlx::query_as(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(errors::map)?;
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await
+            .map_err(errors::map)?;
     if superuser || bypass {
         return Err(StoreError::InvalidInput {
             field: "store",

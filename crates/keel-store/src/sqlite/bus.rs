@@ -12,8 +12,10 @@ use super::{
     from_micros, to_micros, SqliteStore,
 };
 use crate::{
-    routing::{json_map, json_text, json_value, parse_receipt, route_messages, DEDUP_WINDOW_MICROS},
     bus::{Bus, DeadLetter, Delivery, OutgoingMessage, QueueStats, ReceiveRequest, Subscription},
+    routing::{
+        json_map, json_text, json_value, parse_receipt, route_messages, DEDUP_WINDOW_MICROS,
+    },
     StoreError, StoreResult, TenantId,
 };
 

@@ -105,7 +105,13 @@ fn routing(
     conn: &Connection,
     tenant: &str,
     topic: &str,
-) -> StoreResult<Vec<(String, crate::bus::FilterScope, keel_core::filter::FilterPolicy)>> {
+) -> StoreResult<
+    Vec<(
+        String,
+        crate::bus::FilterScope,
+        keel_core::filter::FilterPolicy,
+    )>,
+> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, filter, filter_scope FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2",
     )?;

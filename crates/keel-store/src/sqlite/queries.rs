@@ -317,7 +317,9 @@ impl AccountStore for SqliteStore {
                 // The unique index decides, so two registrations racing for one
                 // email cannot both win (whichever process or replica they hit).
                 .map_err(|e| match crate::StoreError::from(e) {
-                    StoreError::Conflict(_) => StoreError::Conflict("email already registered".into()),
+                    StoreError::Conflict(_) => {
+                        StoreError::Conflict("email already registered".into())
+                    }
                     other => other,
                 })?;
                 insert_key(conn, &key_row, &row_key_id, now)

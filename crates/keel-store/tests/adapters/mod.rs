@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use keel_core::clock::{Clock, ManualClock};
-use keel_store::{
-    bus::Bus, testing::TestDatabase, BackendSettings, Backends, Quotas, Store,
-};
+use keel_store::{bus::Bus, testing::TestDatabase, BackendSettings, Backends, Quotas, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -66,6 +64,11 @@ impl Adapter {
     /// (or another replica) would open.
     pub async fn reopen(&self) -> Backends {
         keel_store::connect(&self.settings).await.unwrap()
+    }
+
+    /// The PostgreSQL database's URL (as the test's superuser), if this is one.
+    pub fn database_url(&self) -> Option<String> {
+        self._database.as_ref().map(|d| d.url.clone())
     }
 
     pub fn advance(&self, seconds: i64) {

@@ -1,7 +1,12 @@
-//! The store contract, run against the SQLite adapter. The PostgreSQL adapter will
-//! run these same checks.
+//! The store contract, one suite for every store adapter (SQLite, PostgreSQL),
+//! run unchanged on each. Adapter-only checks live in `sqlite_only.rs` and
+//! `postgres_only.rs`.
 
-use std::{collections::BTreeSet, sync::Arc};
+mod adapters;
+
+use adapters::{Adapter, Kind};
+
+use std::collections::BTreeSet;
 
 use jiff::{civil::date, Timestamp};
 use keel_core::{
@@ -9,24 +14,17 @@ use keel_core::{
     counter::{CounterName, CounterValue},
     greeter::Username,
 };
-use keel_store::{
-    sqlite::SqliteStore, AccountStore, AuditEvent, AuditStore, CounterStore, GreeterStore,
-    KeyStore, NewKey, PageRequest, StoreError, TenantId, TenantStore,
-};
-
-fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("keel.db")).unwrap();
-    (dir, store)
-}
+use keel_store::{AuditEvent, NewKey, PageRequest, StoreError, TenantId};
 
 fn counter(name: &str) -> CounterName {
     CounterName::parse(name).unwrap()
 }
 
-#[tokio::test]
-async fn counters_start_at_one_and_are_per_tenant() {
-    let (_dir, store) = open();
+async fn counters_start_at_one_and_are_per_tenant(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let a = store.create_tenant("a").await.unwrap().id;
     let b = store.create_tenant("b").await.unwrap().id;
     let c = counter("default");
@@ -43,9 +41,11 @@ async fn counters_start_at_one_and_are_per_tenant() {
     assert_eq!(store.next(&a, &counter("other")).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn a_counter_at_the_maximum_is_exhausted_not_wrapped() {
-    let (_dir, store) = open();
+async fn a_counter_at_the_maximum_is_exhausted_not_wrapped(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let t = TenantId::default_tenant();
     let c = counter("edge");
     store
@@ -60,10 +60,11 @@ async fn a_counter_at_the_maximum_is_exhausted_not_wrapped() {
     assert_eq!(store.current(&t, &c).await.unwrap(), i64::MAX);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_increments_are_distinct_contiguous_and_share_commits() {
-    let (_dir, store) = open();
-    let store = Arc::new(store);
+async fn concurrent_increments_are_distinct_and_contiguous(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let t = TenantId::default_tenant();
     let mut tasks = Vec::new();
     for _ in 0..64 {
@@ -83,47 +84,34 @@ async fn concurrent_increments_are_distinct_contiguous_and_share_commits() {
     let distinct: BTreeSet<i64> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len(), "a value was handed out twice");
     assert_eq!(distinct, (1..=3200).collect());
-    let stats = store.commit_stats();
-    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(
-        stats.writes.load(std::sync::atomic::Ordering::Relaxed),
-        3200
-    );
-    assert!(
-        commits < 3200,
-        "64 concurrent writers should share commits, got {commits} commits"
-    );
 }
 
-#[tokio::test]
-async fn writes_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keel.db");
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        let t = TenantId::default_tenant();
-        for _ in 0..5 {
-            store.next(&t, &counter("c")).await.unwrap();
-        }
-        let user = Username::parse("Ana").unwrap();
-        store
-            .save_birthday(&t, &user, date(1990, 2, 3))
-            .await
-            .unwrap();
-    }
-    let store = SqliteStore::open(&path).unwrap();
+async fn writes_survive_reopening(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
     let t = TenantId::default_tenant();
-    assert_eq!(store.current(&t, &counter("c")).await.unwrap(), 5);
+    for _ in 0..5 {
+        a.store.next(&t, &counter("c")).await.unwrap();
+    }
     let user = Username::parse("Ana").unwrap();
+    a.store
+        .save_birthday(&t, &user, date(1990, 2, 3))
+        .await
+        .unwrap();
+    let store = a.reopen().await.store;
+    assert_eq!(store.current(&t, &counter("c")).await.unwrap(), 5);
     assert_eq!(
         store.birthday(&t, &user).await.unwrap(),
         Some(date(1990, 2, 3))
     );
 }
 
-#[tokio::test]
-async fn a_failed_job_does_not_undo_its_batch_neighbours() {
-    let (_dir, store) = open();
+async fn a_refused_write_does_not_undo_concurrent_ones(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let key = ApiKey::generate();
     store
         .register_account("ana@example.com", "hash", key.prefix(), key.secret_hash())
@@ -154,9 +142,11 @@ async fn a_failed_job_does_not_undo_its_batch_neighbours() {
     assert_eq!(tenants.items.len(), 2, "default + ana");
 }
 
-#[tokio::test]
-async fn keys_are_found_listed_and_revoked_within_their_tenant() {
-    let (_dir, store) = open();
+async fn keys_are_found_listed_and_revoked_within_their_tenant(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let t = store.create_tenant("t").await.unwrap().id;
     let other = store.create_tenant("o").await.unwrap().id;
     let mut prefixes = Vec::new();
@@ -231,9 +221,11 @@ async fn keys_are_found_listed_and_revoked_within_their_tenant() {
     assert!(!store.has_operator_key().await.unwrap());
 }
 
-#[tokio::test]
-async fn audit_pages_newest_first_and_per_tenant() {
-    let (_dir, store) = open();
+async fn audit_pages_newest_first_and_per_tenant(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = a.store.clone();
     let t = store.create_tenant("t").await.unwrap().id;
     let event = |route: &str, tenant: &TenantId| AuditEvent {
         id: uuid::Uuid::now_v7().to_string(),
@@ -295,19 +287,12 @@ async fn audit_pages_newest_first_and_per_tenant() {
     ));
 }
 
-#[test]
-fn the_database_and_its_folder_are_private_to_their_user() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("keel-data");
-    let path = data.join("keel.db");
-    let _store = keel_store::sqlite::SqliteStore::open(&path).unwrap();
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&data), 0o700);
-    assert_eq!(mode(&path), 0o600);
-    // SQLite gives its WAL the database file's mode.
-    let wal = data.join("keel.db-wal");
-    if wal.exists() {
-        assert_eq!(mode(&wal), 0o600);
-    }
-}
+on_every_adapter!(
+    counters_start_at_one_and_are_per_tenant,
+    a_counter_at_the_maximum_is_exhausted_not_wrapped,
+    concurrent_increments_are_distinct_and_contiguous,
+    writes_survive_reopening,
+    a_refused_write_does_not_undo_concurrent_ones,
+    keys_are_found_listed_and_revoked_within_their_tenant,
+    audit_pages_newest_first_and_per_tenant,
+);
