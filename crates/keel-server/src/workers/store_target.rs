@@ -12,6 +12,11 @@ use super::{stopping, WorkerContext, RECEIVE_WAIT};
 
 /// Messages taken per receive (and written per upsert).
 const STORE_BATCH: u32 = 1000;
+/// How long a batch stays hidden while it is written. A batch takes milliseconds;
+/// this bounds how long a crash between receive and ack delays its messages
+/// (the subscription's own, longer timeout is for consumers that do real work).
+/// Redelivering a batch that was only slow is harmless: the upsert rewrites.
+const STORE_VISIBILITY_S: u32 = 5;
 
 pub async fn run(
     context: WorkerContext,
@@ -30,7 +35,10 @@ pub async fn run(
                 name,
                 ReceiveRequest {
                     max: STORE_BATCH,
-                    visibility_s: subscription.delivery.visibility_timeout_s,
+                    visibility_s: subscription
+                        .delivery
+                        .visibility_timeout_s
+                        .min(STORE_VISIBILITY_S),
                     wait: RECEIVE_WAIT,
                 },
             )
