@@ -17,7 +17,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 /// Any constant both replicas agree on: the key of the migration lock.
-const MIGRATION_LOCK: i64 = 0x6b65_656c_6d69_67; // "keelmig"
+const MIGRATION_LOCK: i64 = 0x006b_6565_6c6d_6967; // "keelmig"
 
 /// Applies every pending migration over `connection` and, when `app_role` is
 /// given, makes sure that role exists and may use every table; returns the

@@ -16,6 +16,7 @@
 //! replica through `NOTIFY`.
 
 mod bus;
+mod bus_support;
 mod collections;
 mod errors;
 mod foundation;
@@ -46,7 +47,7 @@ pub struct PgStore {
     fanout_budget: Arc<FanoutBudget>,
     /// Woken when any replica publishes (via `LISTEN`) or this one redrives.
     arrivals: Arc<Notify>,
-    routes: Arc<bus::RouteCache>,
+    routes: Arc<bus_support::RouteCache>,
     stats: Arc<crate::WriteStats>,
 }
 
