@@ -54,6 +54,22 @@ pub struct StoredKey {
     pub revoked_at: Option<Timestamp>,
 }
 
+impl StoredKey {
+    /// The key as just stored: never used, not revoked.
+    pub fn from_new(key: NewKey, id: String, now: Timestamp) -> Self {
+        Self {
+            id,
+            tenant_id: key.tenant_id,
+            prefix: key.prefix,
+            secret_hash: key.secret_hash,
+            scopes: key.scopes,
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Account {
     pub id: String,

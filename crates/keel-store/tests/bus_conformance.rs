@@ -477,7 +477,65 @@ async fn a_new_subscription_sees_the_next_publish(kind: Kind) {
     assert_eq!(depth("second").await, 1);
 }
 
+async fn a_waiting_receive_answers_when_a_message_arrives(kind: Kind) {
+    use std::time::{Duration, Instant};
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    let waiting = |wait: Duration| ReceiveRequest {
+        max: 10,
+        visibility_s: 30,
+        wait,
+    };
+    // Nothing arrives: the whole wait passes and the answer is empty.
+    let started = Instant::now();
+    let got =
+        f.a.bus
+            .receive(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                waiting(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap();
+    assert!(got.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // A publish during the wait answers it, long before the wait is over.
+    let (bus, tenant) = (f.a.bus.clone(), f.tenant.clone());
+    let publisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let message = OutgoingMessage {
+            body: json!("late"),
+            attributes: Map::new(),
+            dedup_id: None,
+        };
+        bus.publish(&tenant, &name_of("t"), vec![message])
+            .await
+            .unwrap();
+    });
+    let started = Instant::now();
+    let got =
+        f.a.bus
+            .receive(
+                &f.tenant,
+                &name_of("t"),
+                &name_of("q"),
+                waiting(Duration::from_secs(20)),
+            )
+            .await
+            .unwrap();
+    publisher.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, json!("late"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wait ran out instead"
+    );
+}
+
 on_every_adapter!(
+    a_waiting_receive_answers_when_a_message_arrives,
     publish_fans_out_through_filters_in_order,
     visibility_timeout_redelivers_with_a_new_receipt,
     max_receives_dead_letters_and_redrive_brings_them_back,

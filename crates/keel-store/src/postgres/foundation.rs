@@ -124,19 +124,6 @@ async fn insert_key(
     Ok(())
 }
 
-fn stored_from_new(key: NewKey, id: String, now: Timestamp) -> StoredKey {
-    StoredKey {
-        id,
-        tenant_id: key.tenant_id,
-        prefix: key.prefix,
-        secret_hash: key.secret_hash,
-        scopes: key.scopes,
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-    }
-}
-
 #[async_trait]
 impl KeyStore for PgStore {
     async fn create_key(&self, key: NewKey) -> StoreResult<StoredKey> {
@@ -159,7 +146,7 @@ impl KeyStore for PgStore {
         }
         insert_key(&mut tx, &key, &id, now).await?;
         tx.commit().await.map_err(map)?;
-        Ok(stored_from_new(key, id, now))
+        Ok(StoredKey::from_new(key, id, now))
     }
 
     async fn key_by_prefix(&self, prefix: &str) -> StoreResult<Option<StoredKey>> {
@@ -309,7 +296,7 @@ impl AccountStore for PgStore {
         })?;
         insert_key(&mut tx, &key, &key_id, now).await?;
         tx.commit().await.map_err(map)?;
-        Ok((account, stored_from_new(key, key_id, now)))
+        Ok((account, StoredKey::from_new(key, key_id, now)))
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {

@@ -21,6 +21,7 @@ mod collections;
 mod errors;
 mod foundation;
 mod migrations;
+mod receive;
 
 use std::{sync::Arc, time::Duration};
 

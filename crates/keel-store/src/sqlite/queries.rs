@@ -151,19 +151,6 @@ fn insert_key(
     Ok(())
 }
 
-fn stored_from_new(key: NewKey, id: String, now: Timestamp) -> StoredKey {
-    StoredKey {
-        id,
-        tenant_id: key.tenant_id,
-        prefix: key.prefix,
-        secret_hash: key.secret_hash,
-        scopes: key.scopes,
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-    }
-}
-
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn create_key(&self, key: NewKey) -> StoreResult<StoredKey> {
@@ -187,7 +174,7 @@ impl KeyStore for SqliteStore {
                 insert_key(conn, &row, &row_id, now)
             })
             .await?;
-        Ok(stored_from_new(key, id, now))
+        Ok(StoredKey::from_new(key, id, now))
     }
 
     async fn key_by_prefix(&self, prefix: &str) -> StoreResult<Option<StoredKey>> {
@@ -325,7 +312,7 @@ impl AccountStore for SqliteStore {
                 insert_key(conn, &key_row, &row_key_id, now)
             })
             .await?;
-        Ok((account, stored_from_new(key, key_id, now)))
+        Ok((account, StoredKey::from_new(key, key_id, now)))
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
