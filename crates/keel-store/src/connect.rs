@@ -1,12 +1,16 @@
 //! Opening the backends a configuration names (SPEC §9): `store` is
 //! `sqlite://PATH` or `postgres://…`, `bus` is `embedded` (the bus lives in the
-//! store's tables) — the one place that turns URLs into adapters.
+//! store's tables), `cache` is `memory` or `redis://…` — the one place that turns
+//! URLs into adapters.
 
 use std::{sync::Arc, time::Duration};
 
 use keel_core::clock::{Clock, SystemClock};
 
-use crate::{Backends, Quotas, StoreError, StoreResult};
+use crate::{
+    cache::{memory::MemoryCache, redis::RedisCache, Cache, CacheKind},
+    Backends, Quotas, StoreError, StoreResult,
+};
 
 /// Settings of the PostgreSQL adapter beyond its URL (TLS is set in the URL:
 /// `sslmode=verify-full&sslrootcert=/path/ca.pem`).
@@ -40,6 +44,7 @@ impl Default for PostgresOptions {
 pub struct BackendSettings {
     pub store: String,
     pub bus: String,
+    pub cache: String,
     pub quotas: Quotas,
     pub clock: Arc<dyn Clock>,
     pub postgres: PostgresOptions,
@@ -50,6 +55,7 @@ impl BackendSettings {
         Self {
             store: store.into(),
             bus: "embedded".into(),
+            cache: "memory".into(),
             quotas: Quotas::default(),
             clock: Arc::new(SystemClock),
             postgres: PostgresOptions::default(),
@@ -83,8 +89,18 @@ impl StoreKind {
     }
 }
 
-/// Opens the store (applying pending migrations) and the bus.
+/// Opens the store (applying pending migrations), the bus and the cache.
 pub async fn connect(settings: &BackendSettings) -> StoreResult<Backends> {
+    let cache: Arc<dyn Cache> = match CacheKind::parse(&settings.cache)
+        .map_err(|why| StoreError::InvalidInput { field: "cache", why })?
+    {
+        CacheKind::Memory => Arc::new(MemoryCache::default()),
+        CacheKind::Redis(url) => Arc::new(RedisCache::connect(&url).await?),
+    };
+    Ok(connect_store(settings).await?.with_cache(cache))
+}
+
+async fn connect_store(settings: &BackendSettings) -> StoreResult<Backends> {
     if settings.bus != "embedded" {
         return Err(StoreError::InvalidInput {
             field: "bus",

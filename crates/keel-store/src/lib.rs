@@ -8,6 +8,7 @@
 //! Every write an adapter acknowledges is durable (fsync'd) before the call returns.
 
 pub mod bus;
+pub mod cache;
 pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
@@ -166,16 +167,23 @@ pub trait Store:
 pub struct Backends {
     pub store: std::sync::Arc<dyn Store>,
     pub bus: std::sync::Arc<dyn bus::Bus>,
+    pub cache: std::sync::Arc<dyn cache::Cache>,
 }
 
 impl Backends {
-    /// One adapter serving as both store and embedded bus.
+    /// One adapter serving as both store and embedded bus, with an in-process cache.
     pub fn embedded<S: Store + bus::Bus + 'static>(adapter: S) -> Self {
         let adapter = std::sync::Arc::new(adapter);
         Self {
             store: adapter.clone(),
             bus: adapter,
+            cache: std::sync::Arc::new(cache::memory::MemoryCache::default()),
         }
+    }
+
+    /// The same backends with another cache.
+    pub fn with_cache(self, cache: std::sync::Arc<dyn cache::Cache>) -> Self {
+        Self { cache, ..self }
     }
 }
 

@@ -1,8 +1,15 @@
 //! Test support shared by every crate's tests: a fresh PostgreSQL database per
 //! test, so tests run in parallel against one server without seeing each other.
 //!
-//! Tests that need PostgreSQL read `KEEL_TEST_POSTGRES_URL`; without it they skip
-//! with a printed reason (CI sets it and fails if the server is unreachable).
+//! Tests that need PostgreSQL read `KEEL_TEST_POSTGRES_URL`, tests that need Redis
+//! `KEEL_TEST_REDIS_URL`; without them they skip with a printed reason (CI sets
+//! both and fails if a server is unreachable). Each test gets its own database or
+//! key prefix; fault tests start a server of their own ([`PrivateRedis`]).
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -76,5 +83,140 @@ impl Drop for TestDatabase {
             }
         })
         .join();
+    }
+}
+
+/// The variable naming the Redis server tests may use.
+pub const REDIS_URL_VAR: &str = "KEEL_TEST_REDIS_URL";
+
+/// A key prefix on the test Redis made for one test; its keys are deleted with it.
+pub struct TestRedis {
+    /// The Redis URL with this test's `?prefix=`.
+    pub url: String,
+    server_url: String,
+    prefix: String,
+}
+
+impl TestRedis {
+    /// `None` after printing why the test skips, when `KEEL_TEST_REDIS_URL` is unset.
+    pub fn create(test: &str) -> Option<Self> {
+        let server_url = match std::env::var(REDIS_URL_VAR) {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                eprintln!("skipping {test}: {REDIS_URL_VAR} is not set");
+                return None;
+            }
+        };
+        Some(Self::on(&server_url))
+    }
+
+    /// A fresh prefix on the Redis at `server_url`.
+    pub fn on(server_url: &str) -> Self {
+        let prefix = format!(
+            "keel_t_{}:",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        let separator = if server_url.contains('?') { '&' } else { '?' };
+        Self {
+            url: format!("{server_url}{separator}prefix={prefix}"),
+            server_url: server_url.to_owned(),
+            prefix,
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.server_url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut connection)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut connection);
+        }
+    }
+}
+
+/// A `redis-server` of a test's own on a free port, so a test can stop, pause and
+/// restart it without disturbing other tests. Killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` (no persistence) and waits until it answers.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data is gone with it).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt install redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT), its data intact.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.resume();
+        self.stop();
     }
 }

@@ -4,6 +4,8 @@
 //! database per test), otherwise that half skips with a printed reason.
 #![allow(dead_code)] // each suite uses a different part
 
+pub mod caches;
+
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -48,7 +50,7 @@ impl Adapter {
         let mut settings = BackendSettings::new(url);
         settings.quotas = quotas;
         settings.clock = clock.clone();
-        let Backends { store, bus } = keel_store::connect(&settings).await.unwrap();
+        let Backends { store, bus, .. } = keel_store::connect(&settings).await.unwrap();
         Some(Self {
             kind,
             store,
