@@ -1,30 +1,34 @@
 //! Authentication, scopes and rate limits (SPEC §0, §1).
 //!
 //! A bearer key is split into prefix and secret; the stored key is found by prefix
-//! and its secret hash compared in constant time. Verified keys are cached for
-//! [`ServerConfig::key_cache_ttl`] so the hot path does not read the store on every
-//! request; a revocation through this replica drops the entry at once. Last-use
-//! times are buffered and written in batches.
+//! and its secret hash compared in constant time. Stored keys are read through the
+//! cache for [`ServerConfig::key_cache_ttl`] so the hot path does not read the
+//! store on every request; a revocation invalidates the key's scope, so it takes
+//! effect at once on every replica that shares the cache. Rate limits (per key and
+//! per tenant) are token buckets in the cache: with Redis, shared by every
+//! replica. Last-use times are buffered and written in batches.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts, HeaderMap},
 };
+use bytes::Bytes;
 use jiff::Timestamp;
 use keel_core::{
     apikey::{ApiKey, Scope, Scopes, SecretHash},
     clock::Clock,
 };
-use keel_store::{Store, TenantId};
+use keel_store::{cache::Limit, Store, TenantId};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
-use crate::{problem::ApiError, rate_limit::RateLimiter, server_config::ServerConfig};
+use crate::{
+    cached_reads::{Cached, CachedReads},
+    problem::ApiError,
+    server_config::ServerConfig,
+};
 
 /// Who is calling, as far as the edge has established.
 #[derive(Debug, Clone)]
@@ -63,35 +67,56 @@ pub struct AuthFailure {
     pub error: ApiError,
 }
 
-/// What authentication needs of a stored key: cheap to copy out of the cache on
-/// every request (the tenant, prefix and scopes are shared behind the `Arc`).
+/// What authentication needs of a stored key: cheap to copy on every request (the
+/// tenant, prefix and scopes are shared behind the `Arc`).
 #[derive(Clone)]
-struct CachedKey {
+struct KnownKey {
     secret_hash: SecretHash,
     revoked: bool,
     context: Arc<KeyContext>,
-    fetched: Instant,
+}
+
+/// A stored key as the cache keeps it.
+#[derive(Serialize, Deserialize)]
+struct CachedKey {
+    tenant: String,
+    prefix: String,
+    scopes: String,
+    hash: String,
+    revoked: bool,
 }
 
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    reads: Arc<CachedReads>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
-    keys: Mutex<HashMap<String, CachedKey>>,
-    limiter: RateLimiter,
-    tenant_limiter: RateLimiter,
+    /// The cached bytes last seen for each prefix, decoded: a hit with the same
+    /// bytes is not decoded again.
+    decoded: Mutex<HashMap<String, (Bytes, KnownKey)>>,
+    key_limit: Limit,
+    tenant_limit: Limit,
     uses: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
 
+/// Bound on [`Authenticator::decoded`]; past it the map starts again.
+const MAX_DECODED: usize = 50_000;
+
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: &ServerConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        reads: Arc<CachedReads>,
+        clock: Arc<dyn Clock>,
+        config: &ServerConfig,
+    ) -> Self {
         Self {
             store,
+            reads,
             clock,
             ttl: config.key_cache_ttl,
-            keys: Mutex::new(HashMap::new()),
-            limiter: RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
-            tenant_limiter: RateLimiter::new(
+            decoded: Mutex::new(HashMap::new()),
+            key_limit: Limit::new(config.rate_limit_per_second, config.rate_limit_burst),
+            tenant_limit: Limit::new(
                 config.limits.tenant_rate_limit_per_second,
                 config.limits.tenant_rate_limit_burst,
             ),
@@ -141,16 +166,19 @@ impl Authenticator {
         if !stored.secret_hash.matches(&presented) || stored.revoked {
             return Err(fail(tenant(), Some(prefix), BAD_KEY));
         }
-        let limited = self
-            .limiter
-            .check(&prefix)
-            .map_err(|s| (s, "this key"))
-            .and_then(|()| {
-                self.tenant_limiter
-                    .check(stored.context.tenant_id.as_str())
-                    .map_err(|s| (s, "this tenant"))
-            });
-        if let Err((retry_after_s, whose)) = limited {
+        let buckets = [
+            (format!("key/{prefix}"), self.key_limit),
+            (
+                format!("tenant/{}", stored.context.tenant_id.as_str()),
+                self.tenant_limit,
+            ),
+        ];
+        let buckets = buckets
+            .each_ref()
+            .map(|(name, limit)| (name.as_str(), *limit));
+        if let Err(refused) = self.reads.cache().take(&buckets).await {
+            let whose = ["this key", "this tenant"][refused.bucket.min(1)];
+            let retry_after_s = refused.retry_after_s;
             return Err(AuthFailure {
                 tenant_id: tenant(),
                 key_prefix: Some(prefix),
@@ -173,32 +201,59 @@ impl Authenticator {
         Ok(Caller::Key(stored.context))
     }
 
-    async fn lookup(&self, prefix: &str) -> Result<Option<CachedKey>, ApiError> {
-        if let Some(hit) = self.keys.lock().get(prefix) {
-            if hit.fetched.elapsed() < self.ttl {
-                return Ok(Some(hit.clone()));
+    async fn lookup(&self, prefix: &str) -> Result<Option<KnownKey>, ApiError> {
+        let scope = CachedReads::key_scope(prefix);
+        let cached = self
+            .reads
+            .read(Cached::keys, &scope, "", self.ttl, || async {
+                // An unknown prefix is cached too (as null): guessing costs no
+                // store read.
+                let stored = self.store.key_by_prefix(prefix).await?;
+                let cached = stored.map(|key| CachedKey {
+                    tenant: key.tenant_id.0,
+                    prefix: key.prefix,
+                    scopes: key.scopes.to_csv(),
+                    hash: key.secret_hash.to_hex(),
+                    revoked: key.revoked_at.is_some(),
+                });
+                serde_json::to_vec(&cached)
+                    .map(Bytes::from)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .await?;
+        if let Some((bytes, known)) = self.decoded.lock().get(prefix) {
+            if *bytes == cached {
+                return Ok(Some(known.clone()));
             }
         }
-        let Some(key) = self.store.key_by_prefix(prefix).await? else {
+        let Some(key) = serde_json::from_slice::<Option<CachedKey>>(&cached)
+            .map_err(|e| ApiError::Internal(format!("cached key: {e}")))?
+        else {
             return Ok(None);
         };
-        let cached = CachedKey {
-            secret_hash: key.secret_hash,
-            revoked: key.revoked_at.is_some(),
+        let known = KnownKey {
+            secret_hash: SecretHash::from_hex(&key.hash)
+                .ok_or_else(|| ApiError::Internal("cached key: bad hash".into()))?,
+            revoked: key.revoked,
             context: Arc::new(KeyContext {
-                tenant_id: key.tenant_id,
+                tenant_id: TenantId(key.tenant),
                 prefix: key.prefix,
-                scopes: key.scopes,
+                scopes: Scopes::parse_csv(&key.scopes)
+                    .map_err(|e| ApiError::Internal(format!("cached key: {e}")))?,
             }),
-            fetched: Instant::now(),
         };
-        self.keys.lock().insert(prefix.to_owned(), cached.clone());
-        Ok(Some(cached))
+        let mut decoded = self.decoded.lock();
+        if decoded.len() >= MAX_DECODED {
+            decoded.clear();
+        }
+        decoded.insert(prefix.to_owned(), (cached, known.clone()));
+        Ok(Some(known))
     }
 
-    /// Forgets a cached key, so a revocation takes effect on the next request.
-    pub fn forget(&self, prefix: &str) {
-        self.keys.lock().remove(prefix);
+    /// Drops a key from the cache (every replica's, with Redis), so a revocation
+    /// takes effect on the next request.
+    pub async fn forget(&self, prefix: &str) {
+        self.reads.invalidate(&CachedReads::key_scope(prefix)).await;
     }
 
     /// Writes buffered last-use times every few seconds, until the state is dropped.

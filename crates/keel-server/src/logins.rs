@@ -16,7 +16,9 @@ use axum::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{limits::Limits, problem::ApiError, rate_limit::RateLimiter};
+use keel_store::cache::RateLimiter;
+
+use crate::{limits::Limits, problem::ApiError};
 
 pub struct LoginGuard {
     hashing: Arc<Semaphore>,

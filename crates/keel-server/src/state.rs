@@ -11,13 +11,12 @@ use std::{
 };
 
 use keel_core::{clock::Clock, cursor::CursorCodec};
-use keel_store::{bus::Bus, Backends, Store};
+use keel_store::{bus::Bus, cache::Cache, Backends, Store};
 
 pub use crate::server_config::ServerConfig;
 use crate::{
-    audit::AuditSink, auth::Authenticator, collection_reads::CollectionReads, extract::Paging,
-    logins::LoginGuard, outbound::Outbound, read_cache::ReadCache, request_log::RequestLog,
-    telemetry::Telemetry,
+    audit::AuditSink, auth::Authenticator, cached_reads::CachedReads, extract::Paging,
+    logins::LoginGuard, outbound::Outbound, request_log::RequestLog, telemetry::Telemetry,
 };
 
 pub struct Inner {
@@ -29,9 +28,9 @@ pub struct Inner {
     pub audit: AuditSink,
     pub telemetry: Telemetry,
     pub request_log: RequestLog,
-    /// `"<tenant>/<username>"` → date of birth (or `None`: no such user).
-    pub greeter_cache: ReadCache<String, Option<jiff::civil::Date>>,
-    pub collection_reads: Arc<CollectionReads>,
+    pub cache: Arc<dyn Cache>,
+    /// Collections, birthdays and keys read through the cache.
+    pub reads: Arc<CachedReads>,
     /// Woken when this process's store target has written records.
     pub stored: Arc<tokio::sync::Notify>,
     pub outbound: Arc<Outbound>,
@@ -64,19 +63,15 @@ impl AppState {
 
     /// As [`AppState::new`], logging one line per request to `request_log`.
     pub fn with_request_log(
-        Backends { store, bus }: Backends,
+        Backends { store, bus, cache }: Backends,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
         request_log: RequestLog,
     ) -> Self {
-        let auth = Authenticator::new(store.clone(), clock.clone(), &config);
         let audit = AuditSink::start(store.clone());
         let telemetry = Telemetry::new(store.write_stats(), clock.clone());
-        let greeter_cache = ReadCache::new(config.read_cache_ttl, 100_000);
-        let collection_reads = Arc::new(CollectionReads::new(ReadCache::new(
-            config.read_cache_ttl,
-            10_000,
-        )));
+        let reads = Arc::new(CachedReads::new(cache.clone(), telemetry.cache.clone()));
+        let auth = Authenticator::new(store.clone(), reads.clone(), clock.clone(), &config);
         let outbound = Arc::new(Outbound::new(&config.limits));
         let logins = LoginGuard::new(&config.limits);
         let state = Self(Arc::new(Inner {
@@ -88,8 +83,8 @@ impl AppState {
             audit,
             telemetry,
             request_log,
-            greeter_cache,
-            collection_reads,
+            cache,
+            reads,
             stored: Arc::default(),
             outbound,
             logins,
@@ -152,7 +147,7 @@ impl AppState {
             clock: self.clock.clone(),
             outbound: self.outbound.clone(),
             metrics: self.telemetry.bus.clone(),
-            collection_reads: self.collection_reads.clone(),
+            reads: self.reads.clone(),
             stored: self.stored.clone(),
             stop: self.stop_signal(),
         }

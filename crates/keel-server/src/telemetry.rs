@@ -41,10 +41,11 @@ struct RouteLabels {
 }
 
 pub use crate::bus_metrics::{BusMetrics, BusTotals};
-use crate::histograms::latency_histogram;
+use crate::{cached_reads::CacheMetrics, histograms::latency_histogram};
 
 pub struct Telemetry {
     pub bus: Arc<BusMetrics>,
+    pub cache: Arc<CacheMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -82,8 +83,10 @@ impl Telemetry {
         );
         registry.register_collector(Box::new(WriteStatsCollector(write_stats)));
         let bus = Arc::new(BusMetrics::register(&mut registry));
+        let cache = Arc::new(CacheMetrics::register(&mut registry));
         Self {
             bus,
+            cache,
             registry,
             requests,
             latency,

@@ -91,12 +91,14 @@ impl StoreKind {
 
 /// Opens the store (applying pending migrations), the bus and the cache.
 pub async fn connect(settings: &BackendSettings) -> StoreResult<Backends> {
-    let cache: Arc<dyn Cache> = match CacheKind::parse(&settings.cache)
-        .map_err(|why| StoreError::InvalidInput { field: "cache", why })?
-    {
-        CacheKind::Memory => Arc::new(MemoryCache::default()),
-        CacheKind::Redis(url) => Arc::new(RedisCache::connect(&url).await?),
-    };
+    let cache: Arc<dyn Cache> =
+        match CacheKind::parse(&settings.cache).map_err(|why| StoreError::InvalidInput {
+            field: "cache",
+            why,
+        })? {
+            CacheKind::Memory => Arc::new(MemoryCache::default()),
+            CacheKind::Redis(url) => Arc::new(RedisCache::connect(&url).await?),
+        };
     Ok(connect_store(settings).await?.with_cache(cache))
 }
 

@@ -70,7 +70,10 @@ async fn a_put_that_raced_an_invalidation_is_never_served(kind: CacheKind) {
     let racing = caches.one.get("s", "other").await.stamp.unwrap();
     caches.other.invalidate("s").await;
     caches.other.invalidate("s").await;
-    caches.one.put("s", "other", racing, bytes("stale"), TTL).await;
+    caches
+        .one
+        .put("s", "other", racing, bytes("stale"), TTL)
+        .await;
     assert_eq!(caches.one.get("s", "k").await.value, None);
     assert_eq!(caches.one.get("s", "other").await.value, None);
 }
@@ -81,7 +84,10 @@ async fn replicas_share_values_and_invalidations(kind: CacheKind) {
     };
     let stamp = caches.one.get("c", "list").await.stamp.unwrap();
     caches.one.put("c", "list", stamp, bytes("[1]"), TTL).await;
-    assert_eq!(caches.other.get("c", "list").await.value, Some(bytes("[1]")));
+    assert_eq!(
+        caches.other.get("c", "list").await.value,
+        Some(bytes("[1]"))
+    );
     caches.other.invalidate("c").await;
     assert_eq!(caches.one.get("c", "list").await.value, None);
 }
@@ -96,7 +102,9 @@ async fn values_expire_and_a_zero_ttl_caches_nothing(kind: CacheKind) {
         .put("s", "short", stamp, bytes("v"), Duration::from_millis(100))
         .await;
     let stamp = cache.get("s", "none").await.stamp.unwrap();
-    cache.put("s", "none", stamp, bytes("v"), Duration::ZERO).await;
+    cache
+        .put("s", "none", stamp, bytes("v"), Duration::ZERO)
+        .await;
     assert_eq!(cache.get("s", "short").await.value, Some(bytes("v")));
     assert_eq!(cache.get("s", "none").await.value, None);
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -130,10 +138,7 @@ async fn rate_limits_are_token_buckets_shared_by_replicas(kind: CacheKind) {
     }
     let refused = caches.one.take(&[("key", limit)]).await.unwrap_err();
     assert_eq!(refused.bucket, 0);
-    assert!(
-        (90..=100).contains(&refused.retry_after_s),
-        "{refused:?}"
-    );
+    assert!((90..=100).contains(&refused.retry_after_s), "{refused:?}");
     assert!(caches.other.take(&[("key", limit)]).await.is_err());
     assert!(caches.other.take(&[("another key", limit)]).await.is_ok());
 }
@@ -144,7 +149,10 @@ async fn several_buckets_are_taken_all_or_nothing(kind: CacheKind) {
     };
     let (roomy, tight) = (Limit::new(0.01, 3.0), Limit::new(0.01, 1.0));
     let cache = &caches.one;
-    cache.take(&[("key", roomy), ("tenant", tight)]).await.unwrap();
+    cache
+        .take(&[("key", roomy), ("tenant", tight)])
+        .await
+        .unwrap();
     let refused = cache
         .take(&[("key", roomy), ("tenant", tight)])
         .await

@@ -117,8 +117,5 @@ async fn a_restarted_redis_is_used_again_without_a_restart_of_keel() {
     until_reachable(&cache).await;
     cache.ping().await.unwrap();
     cache_value(&cache, "s", "k", "v2").await;
-    assert_eq!(
-        cache.get("s", "k").await.value.as_deref(),
-        Some(&b"v2"[..])
-    );
+    assert_eq!(cache.get("s", "k").await.value.as_deref(), Some(&b"v2"[..]));
 }

@@ -270,9 +270,7 @@ impl Config {
         if self.bus != "embedded" {
             bail!("bus {:?}: only \"embedded\" is in this build", self.bus);
         }
-        if self.cache != "memory" {
-            bail!("cache {:?}: only \"memory\" is in this build", self.cache);
-        }
+        keel_store::cache::CacheKind::parse(&self.cache).map_err(anyhow::Error::msg)?;
         if !self.objects.starts_with("file://") {
             bail!(
                 "objects {:?}: only file://PATH is in this build",
@@ -312,6 +310,7 @@ impl Config {
         keel_store::BackendSettings {
             store: self.store.clone(),
             bus: self.bus.clone(),
+            cache: self.cache.clone(),
             quotas: self.limits.store_quotas(),
             clock: std::sync::Arc::new(keel_core::clock::SystemClock),
             postgres: self.postgres.options(),
@@ -335,7 +334,7 @@ impl Config {
             ("data_dir", quote(&self.data_dir.display().to_string())),
             ("store", quote(&mask_url_password(&self.store))),
             ("bus", quote(&self.bus)),
-            ("cache", quote(&self.cache)),
+            ("cache", quote(&mask_url_password(&self.cache))),
             ("objects", quote(&self.objects)),
             ("roles", quote(&self.roles)),
             (

@@ -282,8 +282,8 @@ pub async fn list_keys(
     }))
 }
 
-/// Revokes one of the tenant's keys; it stops working at once on this replica and
-/// within the key cache TTL on others.
+/// Revokes one of the tenant's keys; it stops working at once on this replica, and
+/// on every other replica that shares the cache (Redis).
 #[utoipa::path(delete, path = "/v1/keys/{prefix}", tag = "accounts", security(("bearer" = [])),
     params(("prefix" = String, Path)),
     responses((status = 204), (status = 404, body = Problem), (status = 403, body = Problem)))]
@@ -304,7 +304,7 @@ pub async fn revoke(state: &AppState, tenant: &TenantId, prefix: &str) -> ApiRes
     {
         return Err(ApiError::NotFound("no such live key".into()));
     }
-    state.auth.forget(prefix);
+    state.auth.forget(prefix).await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .extensions_mut()

@@ -11,6 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use bytes::Bytes;
 use keel_core::{
     apikey::Scope,
     bus::{BusName, DeliveryPolicy, Target},
@@ -28,6 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     audit::AuditNote,
     auth::Authed,
+    cached_reads::{Cached, CachedReads},
     extract::{JsonBody, PageQuery, PathParams, Query},
     problem::{ApiError, ApiResult, Problem},
     routes::bus::{parse_batch, Published},
@@ -40,6 +42,28 @@ pub const COLLECTION_SUBSCRIPTION: &str = "_collection";
 /// How often `?wait=true` counts again without a wake-up from this process.
 const STORED_RECHECK: Duration = Duration::from_millis(20);
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// A JSON answer already serialised (as the cache keeps it).
+pub struct JsonBytes(Bytes);
+
+impl IntoResponse for JsonBytes {
+    fn into_response(self) -> Response {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+fn json_bytes(value: &impl Serialize) -> ApiResult<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
 
 fn collection_name(raw: &str) -> ApiResult<BusName> {
     BusName::parse(raw, "/collection").map_err(ApiError::field)
@@ -107,7 +131,6 @@ async fn ensure_feed(state: &AppState, tenant: &TenantId, collection: &BusName) 
             },
         )
         .await?;
-    state.collection_reads.mark_fed(tenant, collection.as_str());
     Ok(())
 }
 
@@ -174,10 +197,16 @@ pub async fn post_records(
         })
         .await?;
         if stored.is_some() {
-            // Reads after this answer must see the rows (read-your-writes).
+            // Reads after this answer must see the rows (read-your-writes), on
+            // every replica: the worker that stored them (perhaps on another
+            // replica) may not have invalidated the cache yet.
             state
-                .collection_reads
-                .invalidate(&key.tenant_id, collection.as_str());
+                .reads
+                .invalidate(&CachedReads::collection_scope(
+                    &key.tenant_id,
+                    collection.as_str(),
+                ))
+                .await;
             status = StatusCode::CREATED;
         }
     }
@@ -211,36 +240,39 @@ pub async fn list_records(
     Authed(key): Authed,
     PathParams(collection): PathParams<String>,
     Query(page): Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonBytes> {
     key.require(Scope::Read)?;
     let collection = collection_name(&collection)?;
     let paging = state
         .paging(format!("{}/records/{}", key.tenant_id, collection.as_str()))
         .await?;
     let page = paging.request(page)?;
-    let cache_key = state.collection_reads.key(
-        &key.tenant_id,
-        collection.as_str(),
-        &format!(
-            "list/{}/{}",
-            page.limit,
-            page.cursor.as_deref().unwrap_or("")
-        ),
+    let scope = CachedReads::collection_scope(&key.tenant_id, collection.as_str());
+    let query = format!(
+        "list/{}/{}",
+        page.limit,
+        page.cursor.as_deref().unwrap_or("")
     );
-    if let Some(hit) = state.collection_reads.get(&cache_key) {
-        return Ok(Json(hit));
-    }
-    let found = state
-        .store
-        .records(&key.tenant_id, collection.as_str(), page)
+    let body = state
+        .reads
+        .read(
+            Cached::collections,
+            &scope,
+            &query,
+            state.config.read_cache_ttl,
+            || async {
+                let found = state
+                    .store
+                    .records(&key.tenant_id, collection.as_str(), page)
+                    .await?;
+                json_bytes(&RecordList {
+                    records: found.items.into_iter().map(RecordView::from).collect(),
+                    next_cursor: paging.next(found.next_cursor),
+                })
+            },
+        )
         .await?;
-    let list = RecordList {
-        records: found.items.into_iter().map(RecordView::from).collect(),
-        next_cursor: paging.next(found.next_cursor),
-    };
-    let value = serde_json::to_value(list).map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.collection_reads.insert(cache_key, value.clone());
-    Ok(Json(value))
+    Ok(JsonBytes(body))
 }
 
 /// One record.
@@ -251,33 +283,34 @@ pub async fn get_record(
     State(state): State<AppState>,
     Authed(key): Authed,
     PathParams((collection, id)): PathParams<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonBytes> {
     key.require(Scope::Read)?;
     let collection = collection_name(&collection)?;
-    let cache_key =
-        state
-            .collection_reads
-            .key(&key.tenant_id, collection.as_str(), &format!("id/{id}"));
-    let cached = match state.collection_reads.get(&cache_key) {
-        Some(hit) => hit,
-        None => {
-            let found = state
-                .store
-                .record(&key.tenant_id, collection.as_str(), &id)
-                .await?;
-            let value = match found {
-                Some(record) => serde_json::to_value(RecordView::from(record))
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-                None => Value::Null,
-            };
-            state.collection_reads.insert(cache_key, value.clone());
-            value
-        }
-    };
-    if cached.is_null() {
+    let scope = CachedReads::collection_scope(&key.tenant_id, collection.as_str());
+    let body = state
+        .reads
+        .read(
+            Cached::collections,
+            &scope,
+            &format!("id/{id}"),
+            state.config.read_cache_ttl,
+            || async {
+                // A missing record is cached too, as JSON null.
+                match state
+                    .store
+                    .record(&key.tenant_id, collection.as_str(), &id)
+                    .await?
+                {
+                    Some(record) => json_bytes(&RecordView::from(record)),
+                    None => Ok(Bytes::from_static(b"null")),
+                }
+            },
+        )
+        .await?;
+    if body.as_ref() == b"null" {
         return Err(ApiError::NotFound("no such record".into()));
     }
-    Ok(Json(cached))
+    Ok(JsonBytes(body))
 }
 
 /// Deletes a record.
@@ -296,8 +329,12 @@ pub async fn delete_record(
         .delete_record(&key.tenant_id, collection.as_str(), &id)
         .await?;
     state
-        .collection_reads
-        .invalidate(&key.tenant_id, collection.as_str());
+        .reads
+        .invalidate(&CachedReads::collection_scope(
+            &key.tenant_id,
+            collection.as_str(),
+        ))
+        .await;
     if !deleted {
         return Err(ApiError::NotFound("no such record".into()));
     }

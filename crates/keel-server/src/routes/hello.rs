@@ -7,6 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use bytes::Bytes;
 use keel_core::{
     apikey::Scope,
     greeter::{greeting, DateOfBirth, Username},
@@ -19,6 +20,7 @@ use utoipa::ToSchema;
 use crate::{
     audit::AuditNote,
     auth::Caller,
+    cached_reads::{Cached, CachedReads},
     extract::{JsonBody, PathParams},
     problem::{ApiError, ApiResult, Problem},
     state::AppState,
@@ -69,17 +71,14 @@ pub async fn put_hello(
         .save_birthday(&tenant, &username, born.date())
         .await?;
     state
-        .greeter_cache
-        .invalidate(&cache_key(&tenant, &username));
+        .reads
+        .invalidate(&CachedReads::greeter_scope(&tenant, username.as_str()))
+        .await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .extensions_mut()
         .insert(AuditNote::tenant_resource(tenant, username.as_str()));
     Ok(response)
-}
-
-fn cache_key(tenant: &TenantId, username: &Username) -> String {
-    format!("{}/{}", tenant.as_str(), username.as_str())
 }
 
 fn date_of_birth_field(body: &serde_json::Value) -> Result<&str, FieldError> {
@@ -110,15 +109,26 @@ pub async fn get_hello(
 ) -> ApiResult<Json<HelloMessage>> {
     let tenant = tenant_for(&caller, Scope::Read)?;
     let username = Username::parse(&raw_username).map_err(ApiError::field)?;
-    let key = cache_key(&tenant, &username);
-    let born = match state.greeter_cache.get(&key) {
-        Some(hit) => hit,
-        None => {
-            let stored = state.store.birthday(&tenant, &username).await?;
-            state.greeter_cache.insert(key, stored);
-            stored
-        }
-    };
+    // Cached as the date's text, or empty for "no such user".
+    let scope = CachedReads::greeter_scope(&tenant, username.as_str());
+    let cached = state
+        .reads
+        .read(
+            Cached::greeter,
+            &scope,
+            "",
+            state.config.read_cache_ttl,
+            || async {
+                let stored = state.store.birthday(&tenant, &username).await?;
+                Ok::<_, ApiError>(
+                    stored.map_or_else(Bytes::new, |date| Bytes::from(date.to_string())),
+                )
+            },
+        )
+        .await?;
+    let born = std::str::from_utf8(&cached)
+        .ok()
+        .and_then(|text| text.parse::<jiff::civil::Date>().ok());
     let born = born.ok_or_else(|| {
         ApiError::NotFound(format!("no date of birth saved for {}", username.as_str()))
     })?;

@@ -33,7 +33,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{bus_metrics::BusMetrics, collection_reads::CollectionReads, outbound::Outbound};
+use crate::{bus_metrics::BusMetrics, cached_reads::CachedReads, outbound::Outbound};
 
 /// How stale the list of worker subscriptions may get.
 const RELIST_EVERY: Duration = Duration::from_millis(500);
@@ -49,8 +49,8 @@ pub struct WorkerContext {
     pub clock: Arc<dyn Clock>,
     pub outbound: Arc<Outbound>,
     pub metrics: Arc<BusMetrics>,
-    /// Cached collection reads of this process, made stale after each write.
-    pub collection_reads: Arc<CollectionReads>,
+    /// Cached reads, invalidated after each write to a collection.
+    pub reads: Arc<CachedReads>,
     /// Woken after records are stored (for `?wait=true` in this process).
     pub stored: Arc<Notify>,
     /// Turns true when the process starts draining.

@@ -9,6 +9,7 @@ use keel_store::{bus::ReceiveRequest, bus::Subscription, TenantId};
 use tokio::sync::watch;
 
 use super::{stopping, WorkerContext, RECEIVE_WAIT};
+use crate::cached_reads::CachedReads;
 
 /// Messages taken per receive (and written per upsert).
 const STORE_BATCH: u32 = 1000;
@@ -71,7 +72,10 @@ pub async fn run(
             tokio::time::sleep(RECEIVE_WAIT).await;
             continue;
         }
-        context.collection_reads.invalidate(&tenant, &collection);
+        context
+            .reads
+            .invalidate(&CachedReads::collection_scope(&tenant, &collection))
+            .await;
         context.stored.notify_waiters();
         if let Err(e) = context.bus.ack(&tenant, topic, name, receipts).await {
             // Stored already; the redelivery will rewrite the same rows.

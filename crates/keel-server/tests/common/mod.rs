@@ -1,9 +1,11 @@
 //! `spawn_app()`: the real HTTP stack on port 0 over a fresh store, started the
 //! way `keel serve` starts it (`App::start`), with a clock the test controls.
 //!
-//! The store is SQLite in a temporary directory, or — with
-//! `KEEL_TEST_HTTP_BACKEND=postgres` and `KEEL_TEST_POSTGRES_URL` set — a fresh
-//! PostgreSQL database per test, so the whole HTTP suite runs on both adapters.
+//! The store is SQLite in a temporary directory with the in-process cache, or —
+//! with `KEEL_TEST_HTTP_BACKEND=postgres` and `KEEL_TEST_POSTGRES_URL` set — a
+//! fresh PostgreSQL database per test, with the Redis cache (a key prefix of its
+//! own) when `KEEL_TEST_REDIS_URL` is set too, so the whole HTTP suite runs on
+//! both deployments.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::sync::Arc;
@@ -14,7 +16,10 @@ use keel_server::{
     request_log::RequestLog,
     services, AppState, ServerConfig,
 };
-use keel_store::{testing::TestDatabase, BackendSettings};
+use keel_store::{
+    testing::{TestDatabase, TestRedis},
+    BackendSettings,
+};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -29,8 +34,11 @@ pub struct TestApp {
     pub db_path: std::path::PathBuf,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
+    /// `memory` or `redis`.
+    pub cache: &'static str,
     _app: App,
     _database: Option<TestDatabase>,
+    _redis: Option<TestRedis>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,8 +79,16 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     let (store_url, database) = test_store(dir.path()).await;
     let mut settings = BackendSettings::new(store_url);
     settings.quotas = config.limits.store_quotas();
+    let redis = database
+        .is_some()
+        .then(|| TestRedis::create("the Redis cache of the HTTP suite"))
+        .flatten();
+    if let Some(redis) = &redis {
+        settings.cache = redis.url.clone();
+    }
     let backends = keel_store::connect(&settings).await.unwrap();
     let backend = backends.store.backend_name();
+    let cache = backends.cache.backend_name();
     let operator_key = match services::bootstrap(&*backends.store, None).await.unwrap() {
         services::Bootstrap::Created(key) => key.reveal(),
         other => panic!("a fresh store bootstraps a key, got {other:?}"),
@@ -98,8 +114,10 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
         state: app.state.clone(),
         db_path,
         backend,
+        cache,
         _app: app,
         _database: database,
+        _redis: redis,
         _dir: dir,
     }
 }

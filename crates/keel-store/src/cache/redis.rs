@@ -39,9 +39,7 @@ use redis::{
     Script,
 };
 
-use super::{
-    Cache, Limit, Lookup, Refused, Stamp, TokenBuckets, MAX_TTL, STAMP_LIFETIME,
-};
+use super::{Cache, Limit, Lookup, Refused, Stamp, TokenBuckets, MAX_TTL, STAMP_LIFETIME};
 use crate::{StoreError, StoreResult};
 
 /// Longest any Redis call may take before the cache is bypassed.
