@@ -6,7 +6,7 @@ use argon2::{
     Argon2,
 };
 use keel_core::apikey::{ApiKey, Scopes};
-use keel_store::{NewKey, Store, StoreResult, StoredKey, TenantId};
+use keel_store::{NewKey, Store, StoreError, StoreResult, StoredKey, TenantId};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::problem::ApiError;
@@ -94,28 +94,40 @@ pub async fn bootstrap(
 ) -> Result<Bootstrap, String> {
     let default_tenant = TenantId::default_tenant();
     if let Some(key) = configured {
-        return match store
-            .key_by_prefix(key.prefix())
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(stored) if stored.secret_hash.matches(key) => Ok(Bootstrap::AlreadyDone),
-            Some(_) => {
-                Err("KEEL_BOOTSTRAP_ADMIN_KEY's prefix is already taken by a different key".into())
+        // Replicas starting together may both find the key missing; the one whose
+        // insert loses the race finds it installed on the second look.
+        for _ in 0..2 {
+            match store
+                .key_by_prefix(key.prefix())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(stored) if stored.secret_hash.matches(key) => {
+                    return Ok(Bootstrap::AlreadyDone)
+                }
+                Some(_) => {
+                    return Err(
+                        "KEEL_BOOTSTRAP_ADMIN_KEY's prefix is already taken by a different key"
+                            .into(),
+                    )
+                }
+                None => {}
             }
-            None => {
-                store
-                    .create_key(NewKey {
-                        tenant_id: default_tenant,
-                        prefix: key.prefix().to_owned(),
-                        secret_hash: key.secret_hash(),
-                        scopes: Scopes::everything(),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Bootstrap::Installed)
+            let created = store
+                .create_key(NewKey {
+                    tenant_id: default_tenant.clone(),
+                    prefix: key.prefix().to_owned(),
+                    secret_hash: key.secret_hash(),
+                    scopes: Scopes::everything(),
+                })
+                .await;
+            match created {
+                Ok(_) => return Ok(Bootstrap::Installed),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.to_string()),
             }
-        };
+        }
+        return Err("KEEL_BOOTSTRAP_ADMIN_KEY could not be installed".into());
     }
     if store.has_operator_key().await.map_err(|e| e.to_string())? {
         return Ok(Bootstrap::AlreadyDone);

@@ -220,3 +220,156 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// A PostgreSQL server of a test's own (`initdb` into a temporary directory, trust
+/// authentication, superuser `postgres`), so a fault test can stop and restart it
+/// without disturbing other tests. Needs the server binaries (`pg_config
+/// --bindir`); run as root, it runs them as the `postgres` user. Stopped and
+/// deleted when dropped.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    as_postgres: bool,
+}
+
+impl PrivatePostgres {
+    /// Creates the cluster and starts it.
+    pub fn start() -> Self {
+        let bin = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .or_else(|| {
+                std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path().join("bin").display().to_string())
+                    .max()
+            })
+            .expect("PostgreSQL server binaries (apt install postgresql)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "keel-pg-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the cluster");
+        let as_postgres = running_as_root();
+        let postgres = Self {
+            port,
+            dir,
+            bin: bin.into(),
+            as_postgres,
+        };
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["postgres:postgres", &postgres.dir.display().to_string()])
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chown the cluster directory"
+            );
+        }
+        let data = postgres.data().display().to_string();
+        postgres.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-N",
+                "-E",
+                "UTF8",
+            ],
+        );
+        postgres.start_again();
+        postgres
+    }
+
+    /// The server URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`):
+    /// what it acknowledged is in its WAL.
+    pub fn stop(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["stop", "-D", &data, "-m", "immediate", "-w"]);
+    }
+
+    /// Starts the (stopped) server again on the same port.
+    pub fn start_again(&self) {
+        let data = self.data().display().to_string();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "start", "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60",
+            ],
+        );
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.join("data")
+    }
+
+    /// A server program, run as `postgres` when the test runs as root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data().display().to_string();
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-D", &data, "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -3,7 +3,6 @@
 //! webhook delivery is in flight: the delivery finishes or returns to the queue.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -12,35 +11,9 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 mod common;
-use common::{get_json, Keel, OPERATOR_KEY};
-
-/// Every record the collection holds, as (client, n) → how many rows carry it.
-async fn stored(base: &str) -> HashMap<(u64, u64), usize> {
-    let mut counts = HashMap::new();
-    let mut cursor = String::new();
-    loop {
-        let page: Value = get_json(format!(
-            "{base}/v1/collections/crash/records?limit=1000{cursor}"
-        ))
-        .await;
-        for record in page["records"].as_array().unwrap() {
-            let key = (
-                record["data"]["client"].as_u64().unwrap(),
-                record["data"]["n"].as_u64().unwrap(),
-            );
-            *counts.entry(key).or_default() += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => return counts,
-        }
-    }
-}
-
-async fn queue_is_drained(base: &str) -> bool {
-    let stats: Value = get_json(format!("{base}/v1/queues/crash/_collection")).await;
-    stats["depth"] == 0 && stats["in_flight"] == 0
-}
+use common::{
+    assert_stored_exactly_once, get_json, stored_records, wait_drained, Keel, OPERATOR_KEY,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_answered_202_is_stored_exactly_once_after_kill_9() {
@@ -83,21 +56,9 @@ async fn every_record_answered_202_is_stored_exactly_once_after_kill_9() {
     );
 
     let keel = Keel::start(dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !queue_is_drained(&keel.base).await {
-        assert!(Instant::now() < deadline, "the queue never drained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rows = stored(&keel.base).await;
-    for record in &accepted {
-        assert_eq!(
-            rows.get(record),
-            Some(&1),
-            "record {record:?} was answered 202 but stored {:?} times",
-            rows.get(record)
-        );
-    }
-    assert!(rows.values().all(|n| *n == 1), "a record was stored twice");
+    wait_drained(&keel.base, "crash", Duration::from_secs(30)).await;
+    let rows = stored_records(&keel.base, "crash").await;
+    assert_stored_exactly_once(&accepted, &rows);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,11 +37,19 @@ pub fn free_port() -> u16 {
 
 pub struct Keel {
     pub child: Child,
+    /// Where the api role listens (unused without it).
     pub base: String,
 }
 
 impl Keel {
+    /// Every role on the embedded defaults under `data_dir`.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// As [`Keel::start`], with more `KEEL_*` settings (`KEEL_STORE`,
+    /// `KEEL_CACHE`, `KEEL_ROLES`, …). Waits until the api role listens, if it runs.
+    pub fn start_with(data_dir: &Path, settings: &[(&str, String)]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .arg("serve")
@@ -57,6 +65,8 @@ impl Keel {
             .env("KEEL_WEBHOOK_ALLOW", "127.0.0.0/8")
             .env("KEEL_WEBHOOK_ALLOW_HTTP", "true")
             .env("KEEL_LOG", "warn")
+            // The test's own settings win over the defaults above.
+            .envs(settings.iter().map(|(name, value)| (*name, value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -65,7 +75,13 @@ impl Keel {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        keel.wait_ready();
+        let api = settings
+            .iter()
+            .find(|(name, _)| *name == "KEEL_ROLES")
+            .is_none_or(|(_, roles)| roles.contains("api") || roles.contains("all"));
+        if api {
+            keel.wait_ready();
+        }
         keel
     }
 
@@ -104,4 +120,63 @@ impl Drop for Keel {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every record in `collection`, keyed by its data's (`client`, `n`) → how many
+/// rows carry it.
+pub async fn stored_records(
+    base: &str,
+    collection: &str,
+) -> std::collections::HashMap<(u64, u64), usize> {
+    let mut counts = std::collections::HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get_json(format!(
+            "{base}/v1/collections/{collection}/records?limit=1000{cursor}"
+        ))
+        .await;
+        for record in page["records"].as_array().unwrap() {
+            let key = (
+                record["data"]["client"].as_u64().unwrap(),
+                record["data"]["n"].as_u64().unwrap(),
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return counts,
+        }
+    }
+}
+
+/// Waits until the collection's queue holds nothing, visible or in flight.
+pub async fn wait_drained(base: &str, collection: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let stats = get_json(format!("{base}/v1/queues/{collection}/_collection")).await;
+        if stats["depth"] == 0 && stats["in_flight"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never drained: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that every accepted (`client`, `n`) is stored exactly once.
+pub fn assert_stored_exactly_once(
+    accepted: &[(u64, u64)],
+    rows: &std::collections::HashMap<(u64, u64), usize>,
+) {
+    for record in accepted {
+        assert_eq!(
+            rows.get(record),
+            Some(&1),
+            "record {record:?} was answered 202 but stored {:?} times",
+            rows.get(record)
+        );
+    }
+    assert!(rows.values().all(|n| *n == 1), "a record was stored twice");
 }
