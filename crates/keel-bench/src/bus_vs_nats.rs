@@ -42,29 +42,37 @@ pub async fn embedded(data_dir: &std::path::Path, total: usize) -> anyhow::Resul
             ..keel_store::Quotas::default()
         },
     ));
+    publish_and_consume(store, total, 1).await
+}
+
+/// Publish + consume + ack of `total` messages through `bus`, with `consumers`
+/// receiving concurrently (as that many worker replicas would); messages/s.
+pub async fn publish_and_consume(
+    bus: Arc<dyn Bus>,
+    total: usize,
+    consumers: usize,
+) -> anyhow::Result<f64> {
     let tenant = TenantId::default_tenant();
     let topic = BusName::parse("bench", "/t").map_err(anyhow::Error::msg)?;
     let name = BusName::parse("q", "/s").map_err(anyhow::Error::msg)?;
-    store
-        .put_subscription(
-            &tenant,
-            Subscription {
-                topic: topic.clone(),
-                name: name.clone(),
-                filter: None,
-                filter_scope: FilterScope::Attributes,
-                target: json!({"type": "queue"}),
-                delivery: DeliveryPolicy::default(),
-                created_at: jiff::Timestamp::UNIX_EPOCH,
-            },
-        )
-        .await?;
+    bus.put_subscription(
+        &tenant,
+        Subscription {
+            topic: topic.clone(),
+            name: name.clone(),
+            filter: None,
+            filter_scope: FilterScope::Attributes,
+            target: json!({"type": "queue"}),
+            delivery: DeliveryPolicy::default(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        },
+    )
+    .await?;
     let body = Value::String(payload());
     let started = Instant::now();
     let mut publishers = Vec::new();
     for _ in 0..PUBLISHERS {
-        let (store, tenant, topic, body) =
-            (store.clone(), tenant.clone(), topic.clone(), body.clone());
+        let (bus, tenant, topic, body) = (bus.clone(), tenant.clone(), topic.clone(), body.clone());
         publishers.push(tokio::spawn(async move {
             for _ in 0..total / PUBLISHERS / BATCH {
                 let batch = (0..BATCH)
@@ -74,34 +82,53 @@ pub async fn embedded(data_dir: &std::path::Path, total: usize) -> anyhow::Resul
                         dedup_id: None,
                     })
                     .collect();
-                store.publish(&tenant, &topic, batch).await?;
+                bus.publish(&tenant, &topic, batch).await?;
             }
             anyhow::Ok(())
         }));
     }
-    let mut consumed = 0;
     let expected = total / PUBLISHERS / BATCH * PUBLISHERS * BATCH;
-    while consumed < expected {
-        let got = store
-            .receive(
-                &tenant,
-                &topic,
-                &name,
-                ReceiveRequest {
-                    max: BATCH as u32,
-                    visibility_s: 30,
-                    wait: Duration::from_secs(1),
-                },
-            )
-            .await?;
-        consumed += got.len();
-        let receipts = got.into_iter().map(|d| d.receipt).collect();
-        let not_current = store.ack(&tenant, &topic, &name, receipts).await?;
-        anyhow::ensure!(not_current.is_empty(), "acks failed");
+    let consumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut receivers = Vec::new();
+    for _ in 0..consumers.max(1) {
+        let (bus, tenant, topic, name, consumed) = (
+            bus.clone(),
+            tenant.clone(),
+            topic.clone(),
+            name.clone(),
+            consumed.clone(),
+        );
+        receivers.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            while consumed.load(Ordering::SeqCst) < expected {
+                let got = bus
+                    .receive(
+                        &tenant,
+                        &topic,
+                        &name,
+                        ReceiveRequest {
+                            max: BATCH as u32,
+                            visibility_s: 30,
+                            wait: Duration::from_millis(200),
+                        },
+                    )
+                    .await?;
+                let n = got.len();
+                let receipts = got.into_iter().map(|d| d.receipt).collect();
+                let not_current = bus.ack(&tenant, &topic, &name, receipts).await?;
+                anyhow::ensure!(not_current.is_empty(), "acks failed");
+                consumed.fetch_add(n, Ordering::SeqCst);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for receiver in receivers {
+        receiver.await??;
     }
     for p in publishers {
         p.await??;
     }
+    let consumed = consumed.load(std::sync::atomic::Ordering::SeqCst);
     Ok(consumed as f64 / started.elapsed().as_secs_f64())
 }
 

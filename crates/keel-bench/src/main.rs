@@ -16,6 +16,7 @@ mod bus_vs_nats;
 mod load;
 mod noisy;
 mod pipeline;
+mod postgres;
 mod servers;
 mod soak;
 mod startup;
@@ -44,12 +45,17 @@ struct Args {
     /// it does not exist; build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
-    /// Which measurements: http, pipeline, bus, noisy, soak, startup (comma-separated), or all.
+    /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres
+    /// (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// PostgreSQL server for `--suite postgres` (a scratch database per run is
+    /// created on it and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
     /// Messages per bus comparison run.
     #[arg(long, default_value_t = 200_000)]
     bus_messages: usize,
@@ -125,6 +131,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         // Its own Keel, with every limit at its default.
         let defaults = servers::start_keel(&args.data_dir.join("noisy"), false).await?;
         noisy::run(defaults.addr, duration).await?;
+    }
+    if args.wants("postgres") {
+        postgres::run(postgres::Options {
+            server_url: &args.postgres_url,
+            data_dir: &args.data_dir,
+            duration,
+            bus_messages: args.bus_messages / 4,
+        })
+        .await?;
     }
     if args.wants("bus") {
         println!();

@@ -27,10 +27,17 @@ pub struct KeelUnderTest {
     pub write_stats: Arc<WriteStats>,
 }
 
-/// Keel in this process. `lifted`: rate limits and the fan-out budget raised far
-/// past what one benchmark client drives (the throughput suites measure Keel, not
-/// its limits); otherwise every limit is the default (the noisy-neighbour suite).
+/// Keel in this process on SQLite under `data_dir`, every role. `lifted`: rate
+/// limits and the fan-out budget raised far past what one benchmark client drives
+/// (the throughput suites measure Keel, not its limits); otherwise every limit is
+/// the default (the noisy-neighbour suite).
 pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnderTest> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = format!("sqlite://{}", data_dir.join("keel.db").display());
+    start_keel_on(&store, lifted, Roles::ALL).await
+}
+
+fn config(lifted: bool) -> ServerConfig {
     let mut config = ServerConfig::default();
     if lifted {
         config.rate_limit_per_second = 1e9;
@@ -39,9 +46,18 @@ pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnd
         config.limits.tenant_rate_limit_burst = 1e9;
         config.limits.fanout_bytes_per_second_per_tenant = 1 << 40;
     }
-    std::fs::create_dir_all(data_dir)?;
-    let mut settings =
-        BackendSettings::new(format!("sqlite://{}", data_dir.join("keel.db").display()));
+    config
+}
+
+/// Keel in this process on the (fresh) store at `store`, serving HTTP, running
+/// `roles`.
+pub async fn start_keel_on(
+    store: &str,
+    lifted: bool,
+    roles: Roles,
+) -> anyhow::Result<KeelUnderTest> {
+    let config = config(lifted);
+    let mut settings = BackendSettings::new(store);
     settings.quotas = config.limits.store_quotas();
     let backends = keel_store::connect(&settings).await?;
     let operator_key = match services::bootstrap(&*backends.store, None)
@@ -63,7 +79,7 @@ pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnd
         AppOptions {
             clock: Arc::new(SystemClock),
             config,
-            roles: Roles::ALL,
+            roles,
             request_log,
         },
         Some(listener),
@@ -73,6 +89,26 @@ pub async fn start_keel(data_dir: &Path, lifted: bool) -> anyhow::Result<KeelUnd
         operator_key,
         write_stats,
     })
+}
+
+/// A worker replica in this process on the store at `store` (its own connection
+/// pool, no HTTP), as `keel serve --roles worker` runs; stop it with
+/// [`App::shutdown`].
+pub async fn start_worker_replica(store: &str, pool_size: u32) -> anyhow::Result<App> {
+    let mut settings = BackendSettings::new(store);
+    settings.postgres.pool_size = pool_size;
+    let backends = keel_store::connect(&settings).await?;
+    let roles = Roles::parse("worker").map_err(anyhow::Error::msg)?;
+    Ok(App::start(
+        backends,
+        AppOptions {
+            clock: Arc::new(SystemClock),
+            config: config(true),
+            roles,
+            request_log: RequestLog::off(),
+        },
+        None,
+    ))
 }
 
 /// The baseline: axum alone, answering the same bodies from memory.

@@ -325,20 +325,46 @@ impl Bus for PgStore {
             }
         }
         let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let acked: Vec<(i64, String)> = sqlx::query_as(
-            "DELETE FROM deliveries d USING unnest($1::bigint[], $2::text[]) AS u(seq, nonce)
-             WHERE d.seq = u.seq AND d.receipt = u.nonce
-               AND d.tenant_id = $3 AND d.topic = $4 AND d.subscription = $5 AND d.state = 0
-             RETURNING d.seq, d.receipt",
+        // Rows by primary key only, then the receipt and the queue are checked
+        // here: with the queue's own columns in the statement, a planner whose
+        // statistics lag a fast-growing queue walks the whole queue once per
+        // receipt (measured: seconds per ack of 1,000 on a 80,000-entry queue).
+        let rows: Vec<(i64, Option<String>, String, String, String, i16)> = sqlx::query_as(
+            "SELECT seq, receipt, tenant_id, topic, subscription, state FROM deliveries
+             WHERE seq = ANY($1) FOR UPDATE",
         )
         .bind(&seqs)
-        .bind(&nonces)
-        .bind(tenant.as_str())
-        .bind(topic.as_str())
-        .bind(name.as_str())
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;
+        let presented: std::collections::HashMap<i64, &str> = seqs
+            .iter()
+            .copied()
+            .zip(nonces.iter().map(String::as_str))
+            .collect();
+        let acked: Vec<(i64, String)> = rows
+            .into_iter()
+            .filter(
+                |(seq, receipt, row_tenant, row_topic, row_subscription, state)| {
+                    *state == 0
+                        && row_tenant == tenant.as_str()
+                        && row_topic == topic.as_str()
+                        && row_subscription == name.as_str()
+                        && receipt
+                            .as_deref()
+                            .is_some_and(|r| presented.get(seq) == Some(&r))
+                },
+            )
+            .map(|(seq, receipt, ..)| (seq, receipt.unwrap_or_default()))
+            .collect();
+        let doomed: Vec<i64> = acked.iter().map(|(seq, _)| *seq).collect();
+        if !doomed.is_empty() {
+            sqlx::query("DELETE FROM deliveries WHERE seq = ANY($1)")
+                .bind(&doomed)
+                .execute(&mut *tx)
+                .await
+                .map_err(map)?;
+        }
         tx.commit().await.map_err(map)?;
         let acked: std::collections::HashSet<String> = acked
             .into_iter()

@@ -367,22 +367,8 @@ impl GreeterStore for PgStore {
 #[async_trait]
 impl CounterStore for PgStore {
     async fn next(&self, tenant: &TenantId, counter: &CounterName) -> StoreResult<i64> {
-        // One statement: the row lock makes increments from every replica
-        // distinct and gap-free.
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let value: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO counters AS c (tenant_id, name, value) VALUES ($1, $2, 1)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET value = c.value + 1
-             WHERE c.value < 9223372036854775807
-             RETURNING value",
-        )
-        .bind(tenant.as_str())
-        .bind(counter.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
-        value.ok_or(StoreError::CounterExhausted)
+        // Concurrent increments are combined into one write (see `counters.rs`).
+        self.next_combined(tenant, counter.as_str()).await
     }
 
     async fn current(&self, tenant: &TenantId, counter: &CounterName) -> StoreResult<i64> {

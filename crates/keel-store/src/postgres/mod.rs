@@ -18,6 +18,7 @@
 mod bus;
 mod bus_support;
 mod collections;
+mod counters;
 mod errors;
 mod foundation;
 mod migrations;
@@ -50,6 +51,7 @@ pub struct PgStore {
     arrivals: Arc<Notify>,
     routes: Arc<bus_support::RouteCache>,
     stats: Arc<crate::WriteStats>,
+    counter_batches: Arc<counters::CounterBatches>,
 }
 
 impl PgStore {
@@ -100,6 +102,7 @@ impl PgStore {
             arrivals: Arc::new(Notify::new()),
             routes: Arc::default(),
             stats: Arc::default(),
+            counter_batches: Arc::default(),
         };
         store.start_listening();
         Ok(store)
