@@ -20,7 +20,7 @@ use keel_store::{bus::Bus, testing::TestDatabase, BackendSettings};
 use crate::{
     bus_vs_nats,
     load::{self, Target},
-    pipeline, row, servers, verdict,
+    pipeline, row, servers,
 };
 
 pub struct Options<'a> {
