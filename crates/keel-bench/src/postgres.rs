@@ -125,14 +125,7 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         let rate = bus_vs_nats::publish_and_consume(bus, messages, consumers).await?;
         println!("  PostgreSQL bus, {consumers} consumer(s)                {rate:>9.0} msg/s");
     }
-    verdict(
-        &format!(
-            "PostgreSQL next = {:.0}/s beside SQLite {:.0}/s",
-            rates[1], rates[0]
-        ),
-        true,
-        "no target: reported for comparison",
-    );
+    println!("  (no SPEC target for PostgreSQL: reported beside SQLite and pgbench)");
     Ok(())
 }
 
