@@ -39,7 +39,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
             "draining: this process is shutting down".into(),
         ));
     }
+    // SPEC §8: ready when the store and the bus answer. The cache is left out on
+    // purpose: without Redis, Keel bypasses it and stays correct.
     state.store.ping().await?;
+    state.bus.ping().await?;
     Ok(Json(Health { status: "ready" }))
 }
 
