@@ -331,3 +331,45 @@ async fn cached_reads_never_hide_a_write() {
         .unwrap();
     assert_eq!(got["message"], "Hello, Cy! Your birthday is in 2 day(s)");
 }
+
+/// Reads go through the cache (SPEC §5, §8): a second read is a hit, a write
+/// invalidates before it answers, and `/metrics` counts both.
+#[tokio::test]
+async fn reads_are_cached_and_a_write_invalidates_them() {
+    let app = spawn_app().await; // today is 2024-06-15
+    let greet = || async {
+        app.get("/hello/Cy")
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["message"]
+            .clone()
+    };
+    let lookups = |text: &str, result: &str| -> u64 {
+        let prefix = format!("keel_cache_lookups_total{{cache=\"greeter\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let put = |date: &'static str| {
+        app.put_json("/hello/Cy", json!({ "dateOfBirth": date }))
+            .send()
+    };
+    assert_eq!(put("1990-06-20").await.unwrap().status(), 204);
+    assert_eq!(greet().await, "Hello, Cy! Your birthday is in 5 day(s)");
+    assert_eq!(greet().await, "Hello, Cy! Your birthday is in 5 day(s)");
+    assert_eq!(put("1990-06-25").await.unwrap().status(), 204);
+    assert_eq!(greet().await, "Hello, Cy! Your birthday is in 10 day(s)");
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(lookups(&metrics, "miss"), 2, "{metrics}");
+    assert_eq!(lookups(&metrics, "hit"), 1, "{metrics}");
+}
