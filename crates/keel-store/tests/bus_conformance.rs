@@ -534,7 +534,57 @@ async fn a_waiting_receive_answers_when_a_message_arrives(kind: Kind) {
     );
 }
 
+/// A receipt acks one delivery of its own queue: presented to another
+/// subscription of the topic, or by another tenant, it acks nothing, and in a
+/// batch only the current receipts are acked.
+async fn a_receipt_acks_only_its_own_queue(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    f.subscribe("t", "other", None, FilterScope::Attributes, 5)
+        .await;
+    f.publish("t", json!(1), json!({}), None).await;
+    f.publish("t", json!(2), json!({}), None).await;
+    let taken = f.receive("t", "q", 2).await;
+    let receipts: Vec<String> = taken.iter().map(|d| d.receipt.clone()).collect();
+    let t = name_of("t");
+    let on_other_queue =
+        f.a.bus
+            .ack(&f.tenant, &t, &name_of("other"), receipts.clone())
+            .await
+            .unwrap();
+    assert_eq!(
+        on_other_queue, receipts,
+        "another subscription acks nothing"
+    );
+    let stranger = f.a.store.create_tenant("stranger").await.unwrap().id;
+    let by_stranger =
+        f.a.bus
+            .ack(&stranger, &t, &name_of("q"), receipts.clone())
+            .await
+            .unwrap();
+    assert_eq!(by_stranger, receipts, "another tenant acks nothing");
+    let stale = format!("{}x", receipts[0]);
+    let mixed =
+        f.a.bus
+            .ack(
+                &f.tenant,
+                &t,
+                &name_of("q"),
+                vec![stale.clone(), receipts[1].clone()],
+            )
+            .await
+            .unwrap();
+    assert_eq!(mixed, [stale]);
+    f.advance(31);
+    let back = f.receive("t", "q", 10).await;
+    assert_eq!(back.len(), 1, "only the acked one is gone");
+    assert_eq!(back[0].id, taken[0].id);
+    assert_eq!(f.receive("t", "other", 10).await.len(), 2);
+}
+
 on_every_adapter!(
+    a_receipt_acks_only_its_own_queue,
     a_waiting_receive_answers_when_a_message_arrives,
     publish_fans_out_through_filters_in_order,
     visibility_timeout_redelivers_with_a_new_receipt,
