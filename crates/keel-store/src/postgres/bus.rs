@@ -13,7 +13,7 @@ use super::{
         ensure_topic_row, stats_from, subscription_from, STATS_COLUMNS, SUBSCRIPTION_COLUMNS,
     },
     errors::map,
-    PgStore, ARRIVALS_CHANNEL,
+    PgStore, Rows, ARRIVALS_CHANNEL,
 };
 use crate::{
     bus::{
@@ -279,17 +279,16 @@ impl Bus for PgStore {
         topic: &BusName,
         name: &BusName,
     ) -> StoreResult<Option<Subscription>> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND topic = $2 AND name = $3"
-        ))
-        .bind(tenant.as_str())
-        .bind(topic.as_str())
-        .bind(name.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        );
+        let statement = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(topic.as_str())
+            .bind(name.as_str());
+        let row = self
+            .fetch_optional_alone(Rows::Of(tenant.as_str()), statement)
+            .await?;
         row.map(|r| subscription_from(topic, &r)).transpose()
     }
 
@@ -442,21 +441,21 @@ impl Bus for PgStore {
         name: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeadLetter>> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let rows = sqlx::query(
-            "SELECT message_id, body, attributes, published_at, receive_count, last_error
+        let rows = self
+            .fetch_all_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "SELECT message_id, body, attributes, published_at, receive_count, last_error
              FROM deliveries
              WHERE tenant_id = $1 AND topic = $2 AND subscription = $3 AND state = 1
              ORDER BY seq LIMIT $4",
-        )
-        .bind(tenant.as_str())
-        .bind(topic.as_str())
-        .bind(name.as_str())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+                )
+                .bind(tenant.as_str())
+                .bind(topic.as_str())
+                .bind(name.as_str())
+                .bind(i64::from(limit)),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(DeadLetter {
@@ -560,12 +559,11 @@ impl Bus for PgStore {
 
 impl PgStore {
     async fn sweep_dedup(&self, now: i64) -> StoreResult<()> {
-        let mut tx = self.all_tenants("forget expired publish ids").await?;
-        sqlx::query("DELETE FROM message_dedup WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)
+        self.execute_alone(
+            Rows::OfAllTenants("forget expired publish ids"),
+            sqlx::query("DELETE FROM message_dedup WHERE expires_at <= $1").bind(now),
+        )
+        .await
+        .map(drop)
     }
 }

@@ -5,7 +5,7 @@ use keel_core::bus::BusName;
 use serde_json::Value;
 use sqlx::{postgres::PgRow, Row};
 
-use super::{errors::map, PgStore};
+use super::{errors::map, PgStore, Rows};
 use crate::{
     collections::{CollectionStore, DeliveryAttempt, Record},
     from_micros,
@@ -45,11 +45,10 @@ impl CollectionStore for PgStore {
             data.push(json_text(&value)?);
         }
         let now = self.now_micros();
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
         // A batch may name one id twice (a message redelivered into the same
         // batch); ON CONFLICT cannot touch a row twice in one statement, so the
         // last copy of each id wins here.
-        sqlx::query(
+        let upsert = sqlx::query(
             "INSERT INTO records AS r (tenant_id, collection, id, data, created_at, updated_at)
              SELECT DISTINCT ON (u.id) $1, $2, u.id, u.data, $3, $3
              FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS u(id, data, n)
@@ -61,11 +60,10 @@ impl CollectionStore for PgStore {
         .bind(collection)
         .bind(now)
         .bind(ids)
-        .bind(data)
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)
+        .bind(data);
+        self.execute_alone(Rows::Of(tenant.as_str()), upsert)
+            .await
+            .map(drop)
     }
 
     async fn records(
@@ -75,19 +73,19 @@ impl CollectionStore for PgStore {
         page: PageRequest,
     ) -> StoreResult<Page<Record>> {
         let before = page.before_seq()?;
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let rows = sqlx::query(
-            "SELECT seq, id, data, created_at, updated_at FROM records
+        let rows = self
+            .fetch_all_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "SELECT seq, id, data, created_at, updated_at FROM records
              WHERE tenant_id = $1 AND collection = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
-        )
-        .bind(tenant.as_str())
-        .bind(collection)
-        .bind(before)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+                )
+                .bind(tenant.as_str())
+                .bind(collection)
+                .bind(before)
+                .bind(i64::from(page.limit) + 1),
+            )
+            .await?;
         let records = rows
             .iter()
             .map(record_from)
@@ -101,18 +99,18 @@ impl CollectionStore for PgStore {
         collection: &str,
         id: &str,
     ) -> StoreResult<Option<Record>> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let row = sqlx::query(
-            "SELECT seq, id, data, created_at, updated_at FROM records
+        let row = self
+            .fetch_optional_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "SELECT seq, id, data, created_at, updated_at FROM records
              WHERE tenant_id = $1 AND collection = $2 AND id = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(collection)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+                )
+                .bind(tenant.as_str())
+                .bind(collection)
+                .bind(id),
+            )
+            .await?;
         row.map(|r| record_from(&r).map(|(_, record)| record))
             .transpose()
     }
@@ -123,17 +121,17 @@ impl CollectionStore for PgStore {
         collection: &str,
         id: &str,
     ) -> StoreResult<bool> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let deleted =
-            sqlx::query("DELETE FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3")
+        let deleted = self
+            .execute_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "DELETE FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3",
+                )
                 .bind(tenant.as_str())
                 .bind(collection)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map)?
-                .rows_affected();
-        tx.commit().await.map_err(map)?;
+                .bind(id),
+            )
+            .await?;
         Ok(deleted == 1)
     }
 
@@ -190,8 +188,7 @@ impl CollectionStore for PgStore {
             c.8.push(a.error);
             c.9.push(a.latency_ms);
         }
-        let mut tx = self.all_tenants("record webhook delivery attempts").await?;
-        sqlx::query(
+        let statement = sqlx::query(
             "INSERT INTO delivery_attempts
              (tenant_id, topic, subscription, message_id, attempt, at, outcome, status, error, latency_ms)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
@@ -206,11 +203,13 @@ impl CollectionStore for PgStore {
         .bind(c.6)
         .bind(c.7)
         .bind(c.8)
-        .bind(c.9)
-        .execute(&mut *tx)
+        .bind(c.9);
+        self.execute_alone(
+            Rows::OfAllTenants("record webhook delivery attempts"),
+            statement,
+        )
         .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)
+        .map(drop)
     }
 
     async fn attempts(
@@ -220,19 +219,17 @@ impl CollectionStore for PgStore {
         subscription: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryAttempt>> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let rows = sqlx::query(
+        let statement = sqlx::query(
             "SELECT message_id, attempt, at, outcome, status, error, latency_ms FROM delivery_attempts
              WHERE tenant_id = $1 AND topic = $2 AND subscription = $3 ORDER BY seq DESC LIMIT $4",
         )
         .bind(tenant.as_str())
         .bind(topic.as_str())
         .bind(subscription.as_str())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        .bind(i64::from(limit));
+        let rows = self
+            .fetch_all_alone(Rows::Of(tenant.as_str()), statement)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(DeliveryAttempt {

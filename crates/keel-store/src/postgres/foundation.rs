@@ -11,7 +11,7 @@ use keel_core::{
 };
 use sqlx::{postgres::PgRow, Row};
 
-use super::{errors::map, PgStore};
+use super::{errors::map, PgStore, Rows};
 use crate::{
     from_micros, Account, AccountStore, AuditEvent, AuditStore, CounterStore, GreeterStore,
     KeyStore, NewKey, Page, PageRequest, Store, StoreError, StoreResult, StoredKey, Tenant,
@@ -38,41 +38,40 @@ impl TenantStore for PgStore {
             name: name.to_owned(),
             created_at: self.clock.now(),
         };
-        let mut tx = self.tenant_tx(tenant.id.as_str()).await?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.as_str())
-            .bind(&tenant.name)
-            .bind(tenant.created_at.as_microsecond())
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        self.execute_alone(
+            Rows::Of(tenant.id.as_str()),
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(tenant.id.as_str())
+                .bind(&tenant.name)
+                .bind(tenant.created_at.as_microsecond()),
+        )
+        .await?;
         Ok(tenant)
     }
 
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
-        let mut tx = self.tenant_tx(id.as_str()).await?;
-        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        let row = self
+            .fetch_optional_alone(
+                Rows::Of(id.as_str()),
+                sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+                    .bind(id.as_str()),
+            )
+            .await?;
         row.as_ref().map(tenant_from).transpose()
     }
 
     async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>> {
         let after = page.cursor.clone().unwrap_or_default();
-        let mut tx = self.all_tenants("operator: list tenants").await?;
-        let rows = sqlx::query(
-            "SELECT id, name, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        let rows = self
+            .fetch_all_alone(
+                Rows::OfAllTenants("operator: list tenants"),
+                sqlx::query(
+                    "SELECT id, name, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(page.limit) + 1),
+            )
+            .await?;
         let tenants = rows
             .iter()
             .map(tenant_from)
@@ -151,15 +150,15 @@ impl KeyStore for PgStore {
 
     async fn key_by_prefix(&self, prefix: &str) -> StoreResult<Option<StoredKey>> {
         // Authentication: the key names its tenant, so it is looked up before any.
-        let mut tx = self.all_tenants("authenticate a key").await?;
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
-        ))
-        .bind(prefix)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        let row = self
+            .fetch_optional_alone(
+                Rows::OfAllTenants("authenticate a key"),
+                sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
+                ))
+                .bind(prefix),
+            )
+            .await?;
         row.as_ref().map(key_from).transpose()
     }
 
@@ -169,17 +168,16 @@ impl KeyStore for PgStore {
         page: PageRequest,
     ) -> StoreResult<Page<StoredKey>> {
         let after = page.cursor.clone().unwrap_or_default();
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant.as_str())
-        .bind(after)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        );
+        let statement = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(after)
+            .bind(i64::from(page.limit) + 1);
+        let rows = self
+            .fetch_all_alone(Rows::Of(tenant.as_str()), statement)
+            .await?;
         let keys = rows.iter().map(key_from).collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(keys, page.limit, |k| k.id.clone()))
     }
@@ -190,19 +188,18 @@ impl KeyStore for PgStore {
         prefix: &str,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $3
-             WHERE tenant_id = $1 AND prefix = $2 AND revoked_at IS NULL",
-        )
-        .bind(tenant.as_str())
-        .bind(prefix)
-        .bind(at.as_microsecond())
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?
-        .rows_affected();
-        tx.commit().await.map_err(map)?;
+        let changed = self
+            .execute_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $3
+                     WHERE tenant_id = $1 AND prefix = $2 AND revoked_at IS NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(prefix)
+                .bind(at.as_microsecond()),
+            )
+            .await?;
         Ok(changed == 1)
     }
 
@@ -301,15 +298,13 @@ impl AccountStore for PgStore {
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
         // Logging in names an email, not a tenant.
-        let mut tx = self.all_tenants("log in by email").await?;
-        let row = sqlx::query(
+        let statement = sqlx::query(
             "SELECT id, tenant_id, email, password_hash, created_at FROM accounts WHERE email = $1",
         )
-        .bind(email)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        .bind(email);
+        let row = self
+            .fetch_optional_alone(Rows::OfAllTenants("log in by email"), statement)
+            .await?;
         row.map(|r| {
             Ok(Account {
                 id: r.get(0),
@@ -331,31 +326,30 @@ impl GreeterStore for PgStore {
         user: &Username,
         born: Date,
     ) -> StoreResult<()> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        sqlx::query(
+        let statement = sqlx::query(
             "INSERT INTO greeter_birthdays (tenant_id, username, date_of_birth) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, username) DO UPDATE SET date_of_birth = excluded.date_of_birth",
         )
         .bind(tenant.as_str())
         .bind(user.as_str())
-        .bind(born.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)
+        .bind(born.to_string());
+        self.execute_alone(Rows::Of(tenant.as_str()), statement)
+            .await
+            .map(drop)
     }
 
     async fn birthday(&self, tenant: &TenantId, user: &Username) -> StoreResult<Option<Date>> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let raw: Option<String> = sqlx::query_scalar(
-            "SELECT date_of_birth FROM greeter_birthdays WHERE tenant_id = $1 AND username = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        let raw: Option<String> = self
+            .fetch_optional_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "SELECT date_of_birth FROM greeter_birthdays WHERE tenant_id = $1 AND username = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(user.as_str()),
+            )
+            .await?
+            .map(|row| row.get(0));
         raw.map(|s| {
             s.parse::<Date>()
                 .map_err(|e| StoreError::Internal(format!("stored date {s:?}: {e}")))
@@ -372,15 +366,15 @@ impl CounterStore for PgStore {
     }
 
     async fn current(&self, tenant: &TenantId, counter: &CounterName) -> StoreResult<i64> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let value: Option<i64> =
-            sqlx::query_scalar("SELECT value FROM counters WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant.as_str())
-                .bind(counter.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        let value: Option<i64> = self
+            .fetch_optional_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query("SELECT value FROM counters WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant.as_str())
+                    .bind(counter.as_str()),
+            )
+            .await?
+            .map(|row| row.get(0));
         Ok(value.unwrap_or(0))
     }
 
@@ -390,18 +384,17 @@ impl CounterStore for PgStore {
         counter: &CounterName,
         value: CounterValue,
     ) -> StoreResult<i64> {
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        sqlx::query(
-            "INSERT INTO counters (tenant_id, name, value) VALUES ($1, $2, $3)
+        self.execute_alone(
+            Rows::Of(tenant.as_str()),
+            sqlx::query(
+                "INSERT INTO counters (tenant_id, name, value) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(tenant.as_str())
+            .bind(counter.as_str())
+            .bind(value.get()),
         )
-        .bind(tenant.as_str())
-        .bind(counter.as_str())
-        .bind(value.get())
-        .execute(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        .await?;
         Ok(value.get())
     }
 }
@@ -437,27 +430,27 @@ impl AuditStore for PgStore {
             columns.9.push(e.source);
         }
         // The audit sink batches events of many tenants into one write.
-        let mut tx = self.all_tenants("append a batch of audit events").await?;
-        sqlx::query(
-            "INSERT INTO audit_events
+        self.execute_alone(
+            Rows::OfAllTenants("append a batch of audit events"),
+            sqlx::query(
+                "INSERT INTO audit_events
              (id, at, tenant_id, key_prefix, method, route, resource_id, status, request_id, source)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int[], $9::text[], $10::text[])",
+            )
+            .bind(columns.0)
+            .bind(columns.1)
+            .bind(columns.2)
+            .bind(columns.3)
+            .bind(columns.4)
+            .bind(columns.5)
+            .bind(columns.6)
+            .bind(columns.7)
+            .bind(columns.8)
+            .bind(columns.9),
         )
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
-        .bind(columns.6)
-        .bind(columns.7)
-        .bind(columns.8)
-        .bind(columns.9)
-        .execute(&mut *tx)
         .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)
+        .map(drop)
     }
 
     async fn list_audit(
@@ -466,18 +459,16 @@ impl AuditStore for PgStore {
         page: PageRequest,
     ) -> StoreResult<Page<AuditEvent>> {
         let before = page.before_seq()?;
-        let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let rows = sqlx::query(
+        let statement = sqlx::query(
             "SELECT seq, id, at, tenant_id, key_prefix, method, route, resource_id, status, request_id, source
              FROM audit_events WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(tenant.as_str())
         .bind(before)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-        tx.commit().await.map_err(map)?;
+        .bind(i64::from(page.limit) + 1);
+        let rows = self
+            .fetch_all_alone(Rows::Of(tenant.as_str()), statement)
+            .await?;
         let events = rows
             .iter()
             .map(|r| {

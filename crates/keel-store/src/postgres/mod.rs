@@ -10,8 +10,8 @@
 //! list of subscriptions, operator listings) goes through [`PgStore::all_tenants`],
 //! which names its reason and is logged.
 //!
-//! Many replicas may share one database: counters increment in one statement,
-//! receives take rows with `FOR UPDATE SKIP LOCKED`, quotas are checked under a
+//! Many replicas may share one database: counters take their increments in
+//! combined writes (`counters.rs`), receives take rows with `FOR UPDATE SKIP LOCKED`, quotas are checked under a
 //! per-tenant advisory lock, and a publish wakes waiting receivers on every
 //! replica through `NOTIFY`.
 
@@ -28,7 +28,7 @@ use std::{sync::Arc, time::Duration};
 
 use keel_core::clock::Clock;
 use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow},
     ConnectOptions, Executor, PgPool, Postgres, Transaction,
 };
 use tokio::sync::Notify;
@@ -36,6 +36,18 @@ use tokio::sync::Notify;
 use crate::{fanout_budget::FanoutBudget, PostgresOptions, Quotas, StoreError, StoreResult};
 
 pub use migrations::{migrate, MIGRATIONS};
+
+/// Whose rows a statement run alone may touch.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// One tenant's: row-level security shows the transaction no other.
+    Of(&'a str),
+    /// Every tenant's, through the explicit, logged path; the reason says why.
+    OfAllTenants(&'static str),
+}
+
+/// One statement with its bound parameters.
+type Statement<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 /// The channel a publish notifies so that waiting receivers look again.
 const ARRIVALS_CHANNEL: &str = "keel_arrivals";
@@ -129,6 +141,49 @@ impl PgStore {
             .await
             .map_err(errors::map)?;
         Ok(tx)
+    }
+
+    /// A transaction that may touch `rows`.
+    async fn begin(&self, rows: Rows<'_>) -> StoreResult<Transaction<'static, Postgres>> {
+        match rows {
+            Rows::Of(tenant) => self.tenant_tx(tenant).await,
+            Rows::OfAllTenants(why) => self.all_tenants(why).await,
+        }
+    }
+
+    /// Runs `statement` alone in its own transaction; how many rows it changed.
+    async fn execute_alone(&self, rows: Rows<'_>, statement: Statement<'_>) -> StoreResult<u64> {
+        let mut tx = self.begin(rows).await?;
+        let done = statement.execute(&mut *tx).await.map_err(errors::map)?;
+        tx.commit().await.map_err(errors::map)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs `statement` alone in its own transaction; every row it returned.
+    async fn fetch_all_alone(
+        &self,
+        rows: Rows<'_>,
+        statement: Statement<'_>,
+    ) -> StoreResult<Vec<PgRow>> {
+        let mut tx = self.begin(rows).await?;
+        let found = statement.fetch_all(&mut *tx).await.map_err(errors::map)?;
+        tx.commit().await.map_err(errors::map)?;
+        Ok(found)
+    }
+
+    /// Runs `statement` alone in its own transaction; the row it returned, if any.
+    async fn fetch_optional_alone(
+        &self,
+        rows: Rows<'_>,
+        statement: Statement<'_>,
+    ) -> StoreResult<Option<PgRow>> {
+        let mut tx = self.begin(rows).await?;
+        let found = statement
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(errors::map)?;
+        tx.commit().await.map_err(errors::map)?;
+        Ok(found)
     }
 
     /// Serialises quota-checked writes of one tenant until the transaction ends, so
