@@ -86,6 +86,14 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The variable naming the Redis server tests may use.
 pub const REDIS_URL_VAR: &str = "KEEL_TEST_REDIS_URL";
 
@@ -153,10 +161,7 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts `redis-server` (no persistence) and waits until it answers.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut redis = Self { port, child: None };
         redis.restart();
         redis
@@ -250,10 +255,7 @@ impl PrivatePostgres {
                     .max()
             })
             .expect("PostgreSQL server binaries (apt install postgresql)");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "keel-pg-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -355,10 +357,9 @@ impl PrivatePostgres {
 }
 
 fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    use std::os::unix::fs::MetadataExt;
+    // This process's /proc entry belongs to its user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 impl Drop for PrivatePostgres {

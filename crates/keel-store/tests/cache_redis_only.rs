@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use keel_store::{
     cache::{redis::RedisCache, Cache, Limit},
-    testing::{PrivateRedis, REDIS_URL_VAR},
+    testing::{free_port, PrivateRedis, REDIS_URL_VAR},
 };
 
 const TTL: Duration = Duration::from_secs(30);
@@ -43,11 +43,7 @@ async fn an_unreachable_redis_is_bypassed() {
     if !redis_tests_enabled("an_unreachable_redis_is_bypassed") {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let started = Instant::now();
     let cache = RedisCache::connect(&format!("redis://127.0.0.1:{port}"))
         .await

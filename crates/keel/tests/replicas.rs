@@ -56,6 +56,13 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Sends `request`: the status and the JSON answer (null when there is none).
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_are_exact_across_replicas() {
     let Some(shared) = Shared::create("counters_are_exact_across_replicas", false).await else {
@@ -69,14 +76,11 @@ async fn counters_are_exact_across_replicas() {
             let client = client();
             let mut seen = Vec::new();
             for _ in 0..50 {
-                let response = client
+                let next = client
                     .post(format!("{base}/v1/next"))
-                    .bearer_auth(OPERATOR_KEY)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-                let body: Value = response.json().await.unwrap();
+                    .bearer_auth(OPERATOR_KEY);
+                let (status, body) = send(next).await;
+                assert_eq!(status, 200);
                 seen.push(body["data"]["attributes"]["value"].as_i64().unwrap());
             }
             seen
@@ -111,125 +115,68 @@ async fn a_write_on_one_replica_is_read_at_once_on_the_other() {
         .iter()
         .enumerate()
     {
+        let hello = |base: &str| format!("{base}/hello/ada");
         let put = client
-            .put(format!("{}/hello/ada", a.base))
-            .json(&json!({ "dateOfBirth": date }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 204);
-        let on_b: Value = client
-            .get(format!("{}/hello/ada", b.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let on_a: Value = client
-            .get(format!("{}/hello/ada", a.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .put(hello(&a.base))
+            .json(&json!({ "dateOfBirth": date }));
+        assert_eq!(send(put).await.0, 204);
+        let (_, on_b) = send(client.get(hello(&b.base))).await;
+        let (_, on_a) = send(client.get(hello(&a.base))).await;
         assert_eq!(on_b, on_a, "write {i}: replica b served a stale birthday");
     }
 
+    let records = |base: &str| format!("{base}/v1/collections/notes/records");
     for n in 0..5u64 {
-        let posted = client
-            .post(format!("{}/v1/collections/notes/records?wait=true", a.base))
+        let post = client
+            .post(format!("{}?wait=true", records(&a.base)))
             .bearer_auth(OPERATOR_KEY)
-            .json(&json!({ "client": 0, "n": n }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(posted.status(), 201);
-        let id = posted.json::<Value>().await.unwrap()["ids"][0]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let listed = common::get_json(format!("{}/v1/collections/notes/records", b.base)).await;
+            .json(&json!({ "client": 0, "n": n }));
+        let (status, posted) = send(post).await;
+        assert_eq!(status, 201);
+        let id = posted["ids"][0].as_str().unwrap().to_owned();
+        let listed = common::get_json(records(&b.base)).await;
         assert_eq!(
             listed["records"].as_array().unwrap().len() as u64,
             n + 1,
             "replica b listed a stale page: {listed}"
         );
-        let one = client
-            .get(format!("{}/v1/collections/notes/records/{id}", b.base))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(one.status(), 200);
-        let deleted = client
-            .delete(format!("{}/v1/collections/notes/records/{id}", a.base))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 204);
-        let gone = client
-            .get(format!("{}/v1/collections/notes/records/{id}", b.base))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(gone.status(), 404, "replica b served a deleted record");
+        let one = |base: &str| format!("{}/{id}", records(base));
+        let get_on_b = || client.get(one(&b.base)).bearer_auth(OPERATOR_KEY);
+        assert_eq!(send(get_on_b()).await.0, 200);
+        let delete = client.delete(one(&a.base)).bearer_auth(OPERATOR_KEY);
+        assert_eq!(send(delete).await.0, 204);
+        assert_eq!(
+            send(get_on_b()).await.0,
+            404,
+            "replica b served a deleted record"
+        );
         // Put it back for the next page count.
         let again = client
-            .post(format!("{}/v1/collections/notes/records?wait=true", b.base))
+            .post(format!("{}?wait=true", records(&b.base)))
             .bearer_auth(OPERATOR_KEY)
-            .json(&json!({ "client": 1, "n": n }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(again.status(), 201);
-        let listed = common::get_json(format!("{}/v1/collections/notes/records", a.base)).await;
+            .json(&json!({ "client": 1, "n": n }));
+        assert_eq!(send(again).await.0, 201);
+        let listed = common::get_json(records(&a.base)).await;
         assert_eq!(listed["records"].as_array().unwrap().len() as u64, n + 1);
     }
 
-    let created: Value = client
+    let create = client
         .post(format!("{}/v1/keys", a.base))
         .bearer_auth(OPERATOR_KEY)
-        .json(&json!({ "scopes": ["read"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({ "scopes": ["read"] }));
+    let (_, created) = send(create).await;
     let attributes = &created["data"]["attributes"];
     let (key, prefix) = (
-        attributes["api_key"].as_str().unwrap().to_owned(),
-        attributes["prefix"].as_str().unwrap().to_owned(),
+        attributes["api_key"].as_str().unwrap(),
+        attributes["prefix"].as_str().unwrap(),
     );
-    let me = |base: String| {
-        let (client, key) = (client.clone(), key.clone());
-        async move {
-            client
-                .get(format!("{base}/v1/me"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(me(b.base.clone()).await, 200, "cached on b now");
-    let revoked = client
+    let me_on_b = || client.get(format!("{}/v1/me", b.base)).bearer_auth(key);
+    assert_eq!(send(me_on_b()).await.0, 200, "cached on b now");
+    let revoke = client
         .delete(format!("{}/v1/keys/{prefix}", a.base))
-        .bearer_auth(OPERATOR_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
-    assert_eq!(
-        me(b.base.clone()).await,
-        401,
-        "revocation seen at once on b"
-    );
+        .bearer_auth(OPERATOR_KEY);
+    assert_eq!(send(revoke).await.0, 204);
+    assert_eq!(send(me_on_b()).await.0, 401, "revocation seen at once on b");
 }
 
 /// Rate limits are shared: two replicas together allow one key its burst, not
@@ -251,14 +198,10 @@ async fn a_key_rate_limit_holds_across_replicas() {
     let mut ok = 0;
     for i in 0..30 {
         let base = if i % 2 == 0 { &a.base } else { &b.base };
-        let status = client
+        let current = client
             .get(format!("{base}/v1/current"))
-            .bearer_auth(OPERATOR_KEY)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        match status.as_u16() {
+            .bearer_auth(OPERATOR_KEY);
+        match send(current).await.0 {
             200 => ok += 1,
             429 => {}
             other => panic!("unexpected {other}"),
@@ -289,14 +232,11 @@ async fn records_are_stored_exactly_once_while_a_worker_replica_is_killed() {
         tasks.push(tokio::spawn(async move {
             let client = client();
             for n in 0..150u64 {
-                let response = client
+                let post = client
                     .post(format!("{base}/v1/collections/jobs/records"))
                     .bearer_auth(OPERATOR_KEY)
-                    .json(&json!({"client": c, "n": n}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 202);
+                    .json(&json!({"client": c, "n": n}));
+                assert_eq!(send(post).await.0, 202);
                 accepted.lock().unwrap().push((c, n));
             }
         }));
@@ -334,14 +274,11 @@ async fn a_worker_replica_stopped_with_sigterm_hands_its_work_back() {
     let mut accepted = Vec::new();
     for n in 0..20u64 {
         let records: Vec<Value> = (0..50).map(|i| json!({"client": n, "n": i})).collect();
-        let response = client
+        let post = client
             .post(format!("{}/v1/collections/handover/records", api.base))
             .bearer_auth(OPERATOR_KEY)
-            .json(&json!({ "records": records }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+            .json(&json!({ "records": records }));
+        assert_eq!(send(post).await.0, 202);
         accepted.extend((0..50).map(|i| (n, i)));
     }
     leaving.signal(Signal::SIGTERM);

@@ -27,13 +27,7 @@ pub async fn get_json(url: String) -> serde_json::Value {
 
 pub const OPERATOR_KEY: &str = "keel_testop01_0123456789abcdefghij0123456789";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use keel_store::testing::free_port;
 
 pub struct Keel {
     pub child: Child,
