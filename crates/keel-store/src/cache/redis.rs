@@ -301,6 +301,8 @@ impl Cache for RedisCache {
     }
 
     async fn invalidate(&self, scope: &str) {
+        // `connection`, not `ready`: an invalidation is delivered even while the
+        // adapter is poisoned (the epoch bump comes on the next lookup).
         let delivered = match self.connection().await {
             Some(mut connection) => {
                 let mut invocation = self.invalidate.prepare_invoke();
