@@ -1,6 +1,6 @@
 //! Opening the backends a configuration names (SPEC §9): `store` is
 //! `sqlite://PATH` or `postgres://…`, `bus` is `embedded` (the bus lives in the
-//! store's tables), `cache` is `memory` or `redis://…` — the one place that turns
+//! store's tables) or `nats://…` (JetStream), `cache` is `memory` or `redis://…` — the one place that turns
 //! URLs into adapters.
 
 use std::{sync::Arc, time::Duration};
@@ -9,6 +9,7 @@ use keel_core::clock::{Clock, SystemClock};
 
 use crate::{
     cache::{memory::MemoryCache, redis::RedisCache, Cache, CacheKind},
+    nats::{NatsBus, NatsSettings},
     Backends, Quotas, StoreError, StoreResult,
 };
 
@@ -103,12 +104,35 @@ pub async fn connect(settings: &BackendSettings) -> StoreResult<Backends> {
 }
 
 async fn connect_store(settings: &BackendSettings) -> StoreResult<Backends> {
-    if settings.bus != "embedded" {
-        return Err(StoreError::InvalidInput {
-            field: "bus",
-            why: format!("{:?}: only \"embedded\" is in this build", settings.bus),
-        });
+    let nats = match settings.bus.as_str() {
+        "embedded" => None,
+        other if other.starts_with("nats://") || other.starts_with("tls://") => Some(
+            NatsSettings::parse(other).map_err(|why| StoreError::InvalidInput {
+                field: "bus",
+                why,
+            })?,
+        ),
+        other => {
+            return Err(StoreError::InvalidInput {
+                field: "bus",
+                why: format!("{other:?}: expected \"embedded\" or nats://host:port"),
+            })
+        }
+    };
+    let backends = open_store(settings).await?;
+    match nats {
+        None => Ok(backends),
+        Some(nats) => {
+            let bus = NatsBus::connect(&nats, settings.clock.clone(), settings.quotas).await?;
+            Ok(Backends {
+                bus: Arc::new(bus),
+                ..backends
+            })
+        }
     }
+}
+
+async fn open_store(settings: &BackendSettings) -> StoreResult<Backends> {
     let kind = StoreKind::parse(&settings.store).map_err(|why| StoreError::InvalidInput {
         field: "store",
         why,

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
+pub mod nats;
 pub mod postgres;
 mod routing;
 pub mod sqlite;

@@ -1,5 +1,5 @@
-//! What the adapters that keep the bus in their store (`bus = "embedded"`)
-//! share: routing messages through filters, receipts, and JSON columns.
+//! What the bus adapters share: routing messages through filters, receipts, and
+//! JSON columns.
 
 use std::sync::Arc;
 
@@ -69,17 +69,8 @@ pub(crate) fn route_messages(
         .into_iter()
         .map(|message| {
             let attributes = Value::Object(message.attributes);
-            let matched: Vec<usize> = routes
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, scope, policy))| {
-                    policy.matches(match scope {
-                        FilterScope::Attributes => &attributes,
-                        FilterScope::Body => &message.body,
-                    })
-                })
-                .map(|(i, _)| i)
-                .collect();
+            let matched: Vec<usize> =
+                matching_routes(routes, &message.body, &attributes).collect();
             let texts = if matched.is_empty() {
                 None
             } else {
@@ -105,6 +96,24 @@ pub(crate) fn route_messages(
         messages,
         fanout_bytes,
     })
+}
+
+/// The indexes of the routes whose filter a message passes.
+pub(crate) fn matching_routes<'a>(
+    routes: &'a [(String, FilterScope, FilterPolicy)],
+    body: &'a Value,
+    attributes: &'a Value,
+) -> impl Iterator<Item = usize> + 'a {
+    routes
+        .iter()
+        .enumerate()
+        .filter(move |(_, (_, scope, policy))| {
+            policy.matches(match scope {
+                FilterScope::Attributes => attributes,
+                FilterScope::Body => body,
+            })
+        })
+        .map(|(i, _)| i)
 }
 
 /// A stored subscription's routing columns, parsed.

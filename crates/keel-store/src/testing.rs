@@ -374,3 +374,72 @@ impl Drop for PrivatePostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The variable naming the NATS (JetStream) server tests may use.
+pub const NATS_URL_VAR: &str = "KEEL_TEST_NATS_URL";
+
+/// A prefix on the test NATS server made for one test: its streams and buckets are
+/// deleted with it, so tests run in parallel without seeing each other.
+pub struct TestNats {
+    /// The bus URL with this test's `?prefix=` (and any extra options).
+    pub url: String,
+    server_url: String,
+    prefix: String,
+}
+
+impl TestNats {
+    /// `None` (after printing why) when `KEEL_TEST_NATS_URL` is unset.
+    pub fn new(test: &str) -> Option<Self> {
+        Self::with_options(test, "")
+    }
+
+    /// `options` are appended to the URL's query, e.g. `&dedup_window_s=3`.
+    pub fn with_options(test: &str, options: &str) -> Option<Self> {
+        let server_url = match std::env::var(NATS_URL_VAR) {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                eprintln!("skipping {test}: {NATS_URL_VAR} is not set");
+                return None;
+            }
+        };
+        let prefix = format!("kt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Some(Self {
+            url: format!("{server_url}?prefix={prefix}{options}"),
+            server_url,
+            prefix,
+        })
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let (server, prefix) = (self.server_url.clone(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(delete_nats_prefix(&server, &prefix));
+            }
+        })
+        .join();
+    }
+}
+
+async fn delete_nats_prefix(server: &str, prefix: &str) {
+    use futures::StreamExt;
+    let Ok(client) = async_nats::connect(server).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut names = js.stream_names();
+    let mut mine = Vec::new();
+    while let Some(Ok(name)) = names.next().await {
+        if name.starts_with(&format!("{prefix}_")) || name.starts_with(&format!("KV_{prefix}_")) {
+            mine.push(name);
+        }
+    }
+    for name in mine {
+        let _ = js.delete_stream(&name).await;
+    }
+}

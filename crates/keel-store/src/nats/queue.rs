@@ -1,0 +1,659 @@
+//! Publishing, receiving and settling messages on JetStream, and the dead letters.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::AckKind};
+use bytes::Bytes;
+use futures::{future::try_join_all, StreamExt};
+use keel_core::{bus::BusName, filter::FilterPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{token, unavailable, NatsBus, QueueConsumer};
+use crate::{
+    bus::{DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, ReceiveRequest},
+    from_micros,
+    routing::{json_text, matching_routes},
+    StoreError, StoreResult, TenantId,
+};
+
+/// A message as stored in a stream: Keel's clock's publish time, body and
+/// attributes; an id once it has been redriven (a redrive is a new stream message
+/// carrying the first one's id); receive count and last error in the dead letters.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    t: i64,
+    b: Value,
+    a: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rc: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+}
+
+/// A subscription's receive-side view: its filter and delivery limits.
+struct Reader<'a> {
+    tenant: &'a TenantId,
+    topic: &'a BusName,
+    name: &'a BusName,
+    filter: Option<(FilterScope, FilterPolicy)>,
+    max_receives: u32,
+    queue: QueueConsumer,
+    created_ms: u64,
+}
+
+const NOT_ACKED: &str = "not acknowledged within its visibility timeout";
+
+impl NatsBus {
+    pub(super) async fn publish_messages(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        messages: Vec<OutgoingMessage>,
+    ) -> StoreResult<Vec<String>> {
+        self.registry
+            .ensure_topic(tenant, topic, &self.quotas)
+            .await?;
+        let routes = self.registry.read(tenant).await?.routes(topic);
+        let published_at = self.clock.now().as_microsecond();
+        let limit = self.quotas.fanout_bytes_per_publish;
+        let mut fanout_bytes: u64 = 0;
+        let mut outgoing = Vec::with_capacity(messages.len());
+        for message in messages {
+            let attributes = Value::Object(message.attributes);
+            let copies = matching_routes(&routes, &message.body, &attributes).count() as u64;
+            let (body, attributes) = (json_text(&message.body)?, json_text(&attributes)?);
+            fanout_bytes =
+                fanout_bytes.saturating_add((body.len() + attributes.len()) as u64 * copies);
+            if fanout_bytes > limit {
+                return Err(StoreError::QuotaExceeded {
+                    quota: "fanout_bytes_per_publish",
+                    limit,
+                });
+            }
+            // Every message is published, even one no subscription wants now: a
+            // subscription another replica added a moment ago must not miss it.
+            let payload = format!(r#"{{"t":{published_at},"b":{body},"a":{attributes}}}"#);
+            outgoing.push((message.dedup_id, payload));
+        }
+        self.fanout_budget.charge(tenant.as_str(), fanout_bytes)?;
+        let stream = self.tenant_stream(tenant).await?;
+        let subject = self.topic_subject(tenant, topic);
+        // All sent before any ack is awaited: one round trip for the batch.
+        let mut acks = Vec::with_capacity(outgoing.len());
+        for (dedup_id, payload) in outgoing {
+            let mut publish = jetstream::message::PublishMessage::build().payload(Bytes::from(payload));
+            if let Some(dedup_id) = dedup_id {
+                publish = publish.message_id(dedup_header(topic, &dedup_id));
+            }
+            let ack = self
+                .js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| self.publish_failed(tenant, e))?;
+            acks.push(ack);
+        }
+        let mut ids = Vec::with_capacity(acks.len());
+        for ack in acks {
+            let ack = ack.await.map_err(|e| self.publish_failed(tenant, e))?;
+            ids.push(Self::message_id(stream.created_ms, ack.sequence));
+        }
+        Ok(ids)
+    }
+
+    fn publish_failed(&self, tenant: &TenantId, error: impl std::fmt::Display) -> StoreError {
+        // The stream may have been deleted under us: look it up again next time.
+        self.streams.lock().remove(tenant.as_str());
+        unavailable("publishing", error)
+    }
+
+    async fn reader<'a>(
+        &self,
+        tenant: &'a TenantId,
+        topic: &'a BusName,
+        name: &'a BusName,
+    ) -> StoreResult<Option<Reader<'a>>> {
+        let known = self.registry.read(tenant).await?;
+        let Some(subscription) = known.subscription(topic, name) else {
+            return Ok(None);
+        };
+        let filter = known
+            .routes(topic)
+            .iter()
+            .find(|(route, _, _)| route == name.as_str())
+            .map(|(_, scope, policy)| (*scope, policy.clone()));
+        let queue = self
+            .queue_consumer(
+                tenant,
+                topic,
+                name,
+                subscription.delivery.visibility_timeout_s,
+            )
+            .await?;
+        let created_ms = self.tenant_stream(tenant).await?.created_ms;
+        Ok(Some(Reader {
+            tenant,
+            topic,
+            name,
+            filter,
+            max_receives: subscription.delivery.max_receives,
+            queue,
+            created_ms,
+        }))
+    }
+
+    pub(super) async fn receive_messages(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        request: ReceiveRequest,
+    ) -> StoreResult<Vec<Delivery>> {
+        let Some(reader) = self.reader(tenant, topic, name).await? else {
+            return Err(StoreError::InvalidInput {
+                field: "subscription",
+                why: format!("{}/{} does not exist", topic.as_str(), name.as_str()),
+            });
+        };
+        let max = request.max.max(1) as usize;
+        let started = Instant::now();
+        let mut taken = Vec::new();
+        loop {
+            let want = max - taken.len();
+            let batch = fetch_visible(&reader.queue, want).await?;
+            let fetched = batch.len();
+            taken.extend(self.take_all(&reader, batch, request.visibility_s).await?);
+            if taken.len() >= max || (fetched < want && !taken.is_empty()) {
+                break;
+            }
+            if fetched == want {
+                continue;
+            }
+            // Nothing visible: wait (a pull request with an expiry) for the first
+            // arrival, then take what else is visible without waiting.
+            let left = request.wait.saturating_sub(started.elapsed());
+            if left < Duration::from_millis(10) {
+                break;
+            }
+            let first = wait_for_one(&reader.queue, left).await?;
+            if first.is_empty() {
+                break;
+            }
+            taken.extend(self.take_all(&reader, first, request.visibility_s).await?);
+        }
+        Ok(taken)
+    }
+
+    async fn take_all(
+        &self,
+        reader: &Reader<'_>,
+        batch: Vec<jetstream::Message>,
+        visibility_s: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let taken = try_join_all(
+            batch
+                .into_iter()
+                .map(|message| self.take(reader, message, visibility_s)),
+        )
+        .await?;
+        Ok(taken.into_iter().flatten().collect())
+    }
+
+    /// Turns one fetched message into a delivery, or settles it unseen: a message
+    /// the filter refuses, a redrive for a sibling subscription, or one past its
+    /// receives (dead-lettered).
+    async fn take(
+        &self,
+        reader: &Reader<'_>,
+        message: jetstream::Message,
+        visibility_s: u32,
+    ) -> StoreResult<Option<Delivery>> {
+        let (sequence, delivery_sequence, delivered) = {
+            let info = message
+                .info()
+                .map_err(|e| StoreError::Internal(format!("JetStream delivery: {e}")))?;
+            (
+                info.stream_sequence,
+                info.consumer_sequence,
+                info.delivered.max(1) as u32,
+            )
+        };
+        let message = &message;
+        let settle = |kind: AckKind| async move {
+            message
+                .ack_with(kind)
+                .await
+                .map_err(|e| unavailable("settling a message", e))
+        };
+        let destination = message.subject.rsplit('.').next().unwrap_or_default();
+        if destination != "=" && destination != token(reader.name.as_str()) {
+            settle(AckKind::Ack).await?;
+            return Ok(None);
+        }
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.payload) else {
+            tracing::warn!(sequence, "a message that is not Keel's on a Keel subject; dropped");
+            settle(AckKind::Term).await?;
+            return Ok(None);
+        };
+        if let Some((scope, policy)) = &reader.filter {
+            let scoped = match scope {
+                FilterScope::Attributes => &envelope.a,
+                FilterScope::Body => &envelope.b,
+            };
+            if !policy.matches(scoped) {
+                settle(AckKind::Ack).await?;
+                return Ok(None);
+            }
+        }
+        let lease = lease_key(reader, sequence);
+        if delivered > reader.max_receives {
+            self.dead_letter(reader, sequence, envelope, delivered - 1)
+                .await?;
+            settle(AckKind::Ack).await?;
+            let _ = self.leases.delete(&lease).await;
+            let _ = self.leases.delete(&format!("{lease}.e")).await;
+            return Ok(None);
+        }
+        let receipt = message
+            .reply
+            .as_ref()
+            .and_then(|reply| reply.as_str().strip_prefix(&reader.queue.ack_prefix))
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Internal("JetStream delivery without its ack subject".into()))?;
+        // JetStream has one ack wait per consumer; another visibility for this
+        // receive is a negative ack with that delay, which keeps the message
+        // pending (and ackable) until then.
+        if visibility_s != reader.queue.ack_wait_s {
+            let delay = Duration::from_secs(visibility_s as u64);
+            settle(AckKind::Nak(Some(delay))).await?;
+        }
+        self.leases
+            .put(&lease, delivery_sequence.to_string().into())
+            .await?;
+        let attributes = match envelope.a {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Ok(Some(Delivery {
+            receipt,
+            receive_count: delivered,
+            id: envelope
+                .id
+                .unwrap_or_else(|| Self::message_id(reader.created_ms, sequence)),
+            body: envelope.b,
+            attributes,
+            published_at: from_micros(envelope.t)?,
+        }))
+    }
+
+    async fn dead_letter(
+        &self,
+        reader: &Reader<'_>,
+        sequence: u64,
+        mut envelope: Envelope,
+        receive_count: u32,
+    ) -> StoreResult<()> {
+        let lease = lease_key(reader, sequence);
+        let error = match self.leases.get(&format!("{lease}.e")).await?.value {
+            Some(error) => String::from_utf8_lossy(&error).into_owned(),
+            None => NOT_ACKED.to_owned(),
+        };
+        envelope
+            .id
+            .get_or_insert_with(|| Self::message_id(reader.created_ms, sequence));
+        envelope.rc = Some(receive_count);
+        envelope.e = Some(error);
+        let payload = serde_json::to_vec(&envelope)
+            .map_err(|e| StoreError::Internal(format!("encoding a dead letter: {e}")))?;
+        self.dead_letter_stream(reader.tenant).await?;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("{}-{sequence}", reader.queue.name));
+        self.js
+            .send_publish(
+                self.dead_letter_subject(reader.tenant, reader.topic, reader.name),
+                publish,
+            )
+            .await
+            .map_err(|e| unavailable("dead-lettering", e))?
+            .await
+            .map_err(|e| unavailable("dead-lettering", e))?;
+        Ok(())
+    }
+
+    /// The receipts that are not current; the others are acked.
+    pub(super) async fn ack_receipts(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        receipts: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        let Some(reader) = self.reader(tenant, topic, name).await? else {
+            return Ok(receipts);
+        };
+        let reader = &reader;
+        let outcomes = try_join_all(receipts.into_iter().map(|receipt| async move {
+            let acked = self.ack_one(reader, &receipt).await?;
+            StoreResult::Ok((!acked).then_some(receipt))
+        }))
+        .await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    async fn ack_one(&self, reader: &Reader<'_>, receipt: &str) -> StoreResult<bool> {
+        let Some(lease) = self.current_lease(reader, receipt).await? else {
+            return Ok(false);
+        };
+        // Whoever removes the lease owns the ack: two acks of one receipt, or an
+        // ack racing a redelivery, cannot both succeed.
+        if !self.leases.delete_if(&lease.key, lease.revision).await? {
+            return Ok(false);
+        }
+        self.client
+            .request(format!("{}{receipt}", reader.queue.ack_prefix), "+ACK".into())
+            .await
+            .map_err(|e| unavailable("acking", e))?;
+        if lease.receive_count > 1 {
+            let _ = self.leases.delete(&format!("{}.e", lease.key)).await;
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn nack_receipt(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        receipt: &str,
+        delay_s: u32,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
+        let Some(reader) = self.reader(tenant, topic, name).await? else {
+            return Ok(false);
+        };
+        let Some(lease) = self.current_lease(&reader, receipt).await? else {
+            return Ok(false);
+        };
+        if let Some(error) = error {
+            // Never empty: an empty value is a deletion.
+            let error = if error.is_empty() { "error".to_owned() } else { error };
+            self.leases
+                .put(&format!("{}.e", lease.key), error.into())
+                .await?;
+        }
+        let nak: Bytes = AckKind::Nak(Some(Duration::from_secs(delay_s as u64))).into();
+        self.client
+            .publish(format!("{}{receipt}", reader.queue.ack_prefix), nak)
+            .await
+            .map_err(|e| unavailable("nacking", e))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| unavailable("nacking", e))?;
+        Ok(true)
+    }
+
+    /// The lease a receipt names, if the receipt is its current delivery.
+    async fn current_lease(
+        &self,
+        reader: &Reader<'_>,
+        receipt: &str,
+    ) -> StoreResult<Option<Lease>> {
+        let Some((receive_count, sequence, delivery_sequence)) = parse_receipt(receipt) else {
+            return Ok(None);
+        };
+        let key = lease_key(reader, sequence);
+        let entry = self.leases.get(&key).await?;
+        let current = entry.value.as_deref() == Some(delivery_sequence.to_string().as_bytes());
+        Ok(current.then_some(Lease {
+            key,
+            revision: entry.revision,
+            receive_count,
+        }))
+    }
+
+    pub(super) async fn queue_stats(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+    ) -> StoreResult<QueueStats> {
+        let Some(reader) = self.reader(tenant, topic, name).await? else {
+            return Ok(QueueStats::default());
+        };
+        let info = reader
+            .queue
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| unavailable("reading a consumer", e))?;
+        let mut stats = QueueStats {
+            depth: info.num_pending,
+            in_flight: info.num_ack_pending as u64,
+            ..QueueStats::default()
+        };
+        if stats.depth + stats.in_flight > 0 {
+            let stream = self.tenant_stream(tenant).await?;
+            let oldest = stream
+                .messages
+                .raw_message_builder()
+                .sequence(info.ack_floor.stream_sequence + 1)
+                .next_by_subject(info.config.filter_subject.clone())
+                .send()
+                .await;
+            if let Ok(oldest) = oldest {
+                if let Ok(envelope) = serde_json::from_slice::<Envelope>(&oldest.payload) {
+                    let age = self.clock.now().as_microsecond() - envelope.t;
+                    stats.oldest_age_s = (age.max(0) / 1_000_000) as u64;
+                }
+            }
+        }
+        let dead = self.dead_letter_stream(tenant).await?;
+        let subject = self.dead_letter_subject(tenant, topic, name);
+        let mut subjects = dead
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| unavailable("counting dead letters", e))?;
+        while let Some(entry) = subjects.next().await {
+            let (found, count) = entry.map_err(|e| unavailable("counting dead letters", e))?;
+            if found == subject {
+                stats.dlq_depth += count as u64;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The subscription's dead letters, oldest first, with their stream sequences.
+    async fn dead_letter_messages(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Envelope)>> {
+        let dead = self.dead_letter_stream(tenant).await?;
+        let subject = self.dead_letter_subject(tenant, topic, name);
+        let mut found = Vec::new();
+        let mut next = 1;
+        while found.len() < limit {
+            let message = dead
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(subject.clone())
+                .send()
+                .await;
+            let message = match message {
+                Ok(message) => message,
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                    break
+                }
+                Err(e) => return Err(unavailable("reading dead letters", e)),
+            };
+            next = message.sequence + 1;
+            if let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.payload) {
+                found.push((message.sequence, envelope));
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn list_dead_letters(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let found = self
+            .dead_letter_messages(tenant, topic, name, limit as usize)
+            .await?;
+        found
+            .into_iter()
+            .map(|(_, envelope)| {
+                Ok(DeadLetter {
+                id: envelope.id.unwrap_or_default(),
+                body: envelope.b,
+                attributes: match envelope.a {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                },
+                    published_at: from_micros(envelope.t)?,
+                    receive_count: envelope.rc.unwrap_or_default(),
+                    last_error: envelope.e,
+                })
+            })
+            .collect()
+    }
+
+    /// Republishes dead letters to the subscription's own subject (a fresh stream
+    /// message, so a fresh receive count), then removes them from the dead letters.
+    pub(super) async fn redrive_dead_letters(
+        &self,
+        tenant: &TenantId,
+        topic: &BusName,
+        name: &BusName,
+        ids: Option<Vec<String>>,
+    ) -> StoreResult<u64> {
+        let found = self
+            .dead_letter_messages(tenant, topic, name, usize::MAX)
+            .await?;
+        let dead = self.dead_letter_stream(tenant).await?;
+        self.tenant_stream(tenant).await?;
+        let subject = self.redrive_subject(tenant, topic, name);
+        let mut moved = 0;
+        for (sequence, mut envelope) in found {
+            let wanted = match (&ids, &envelope.id) {
+                (None, _) => true,
+                (Some(ids), Some(id)) => ids.contains(id),
+                (Some(_), None) => false,
+            };
+            if !wanted {
+                continue;
+            }
+            envelope.rc = None;
+            envelope.e = None;
+            let payload = serde_json::to_vec(&envelope)
+                .map_err(|e| StoreError::Internal(format!("encoding a redrive: {e}")))?;
+            // Republished under an id, so a redrive retried after a failure
+            // between publish and delete lands once.
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(format!("redrive-{}-{sequence}", token(name.as_str())));
+            self.js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| unavailable("redriving", e))?
+                .await
+                .map_err(|e| unavailable("redriving", e))?;
+            dead.delete_message(sequence)
+                .await
+                .map_err(|e| unavailable("removing a redriven dead letter", e))?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
+
+struct Lease {
+    key: String,
+    revision: u64,
+    receive_count: u32,
+}
+
+/// A receipt is the tail of JetStream's ack subject,
+/// `<delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>`: digits only,
+/// so it cannot name another subject; the stream and consumer come from the
+/// queue the caller names.
+fn parse_receipt(receipt: &str) -> Option<(u32, u64, u64)> {
+    let parts: Vec<&str> = receipt.split('.').collect();
+    if parts.len() != 5
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    Some((
+        parts[0].parse().ok()?,
+        parts[1].parse().ok()?,
+        parts[2].parse().ok()?,
+    ))
+}
+
+fn lease_key(reader: &Reader<'_>, sequence: u64) -> String {
+    format!(
+        "{}.{}.{sequence}",
+        reader.tenant.as_str(),
+        reader.queue.name
+    )
+}
+
+/// `Nats-Msg-Id` of a publish with a dedup id: per topic (the stream is per
+/// tenant), hashed so any id the API accepts is a valid header value.
+fn dedup_header(topic: &BusName, dedup_id: &str) -> String {
+    let digest = Sha256::digest(format!("{}\n{dedup_id}", topic.as_str()));
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn fetch_visible(
+    queue: &QueueConsumer,
+    want: usize,
+) -> StoreResult<Vec<jetstream::Message>> {
+    let batch = queue
+        .consumer
+        .fetch()
+        .max_messages(want)
+        .messages()
+        .await
+        .map_err(|e| unavailable("receiving", e))?;
+    collect(batch).await
+}
+
+async fn wait_for_one(
+    queue: &QueueConsumer,
+    wait: Duration,
+) -> StoreResult<Vec<jetstream::Message>> {
+    let batch = queue
+        .consumer
+        .batch()
+        .max_messages(1)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| unavailable("receiving", e))?;
+    collect(batch).await
+}
+
+async fn collect(
+    mut batch: jetstream::consumer::pull::Batch,
+) -> StoreResult<Vec<jetstream::Message>> {
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message.map_err(|e| unavailable("receiving", e))?);
+    }
+    Ok(messages)
+}
