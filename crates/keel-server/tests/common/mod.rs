@@ -4,8 +4,9 @@
 //! The store is SQLite in a temporary directory with the in-process cache, or —
 //! with `KEEL_TEST_HTTP_BACKEND=postgres` and `KEEL_TEST_POSTGRES_URL` set — a
 //! fresh PostgreSQL database per test, with the Redis cache (a key prefix of its
-//! own) when `KEEL_TEST_REDIS_URL` is set too, so the whole HTTP suite runs on
-//! both deployments.
+//! own) when `KEEL_TEST_REDIS_URL` is set too, and the bus on NATS JetStream (a
+//! stream prefix of its own) when `KEEL_TEST_NATS_URL` is set, so the whole HTTP
+//! suite runs on both deployments.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use keel_server::{
     services, AppState, ServerConfig,
 };
 use keel_store::{
-    testing::{TestDatabase, TestRedis},
+    testing::{TestDatabase, TestNats, TestRedis},
     BackendSettings,
 };
 use reqwest::{Method, RequestBuilder, Response};
@@ -36,9 +37,12 @@ pub struct TestApp {
     pub backend: &'static str,
     /// `memory` or `redis`.
     pub cache: &'static str,
+    /// `sqlite`, `postgres` (embedded) or `nats`.
+    pub bus: &'static str,
     _app: App,
     _database: Option<TestDatabase>,
     _redis: Option<TestRedis>,
+    _nats: Option<TestNats>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,8 +90,16 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     if let Some(redis) = &redis {
         settings.cache = redis.url.clone();
     }
+    let nats = database
+        .is_some()
+        .then(|| TestNats::new("the NATS bus of the HTTP suite"))
+        .flatten();
+    if let Some(nats) = &nats {
+        settings.bus = nats.url.clone();
+    }
     let backends = keel_store::connect(&settings).await.unwrap();
     let backend = backends.store.backend_name();
+    let bus = backends.bus.backend_name();
     let cache = backends.cache.backend_name();
     let operator_key = match services::bootstrap(&*backends.store, None).await.unwrap() {
         services::Bootstrap::Created(key) => key.reveal(),
@@ -115,9 +127,11 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
         db_path,
         backend,
         cache,
+        bus,
         _app: app,
         _database: database,
         _redis: redis,
+        _nats: nats,
         _dir: dir,
     }
 }
