@@ -268,7 +268,9 @@ impl Config {
             bail!("postgres_pool_size must be at least 1");
         }
         if self.bus != "embedded" {
-            bail!("bus {:?}: only \"embedded\" is in this build", self.bus);
+            keel_store::nats::NatsSettings::parse(&self.bus).map_err(|why| {
+                anyhow::anyhow!("{why} (the bus is \"embedded\" or nats://host:port)")
+            })?;
         }
         keel_store::cache::CacheKind::parse(&self.cache).map_err(anyhow::Error::msg)?;
         if !self.objects.starts_with("file://") {

@@ -1,7 +1,7 @@
-//! Several real `keel` processes on one PostgreSQL (and one Redis): what SPEC §9
-//! promises of replicas. Run when `KEEL_TEST_POSTGRES_URL` (and, for the cache,
-//! `KEEL_TEST_REDIS_URL`) is set; each test gets a database and a key prefix of
-//! its own.
+//! Several real `keel` processes on one PostgreSQL (and one Redis, one NATS): what
+//! SPEC §9 promises of replicas. Run when `KEEL_TEST_POSTGRES_URL` (and, for the
+//! cache, `KEEL_TEST_REDIS_URL`; for the JetStream bus, `KEEL_TEST_NATS_URL`) is
+//! set; each test gets a database, a key prefix and a stream prefix of its own.
 
 use std::{
     collections::HashSet,
@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use keel_store::testing::{postgres_url, TestDatabase, TestRedis};
+use keel_store::testing::{postgres_url, TestDatabase, TestNats, TestRedis};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -20,6 +20,7 @@ use common::{assert_stored_exactly_once, stored_records, wait_drained, Keel, OPE
 struct Shared {
     database: TestDatabase,
     redis: Option<TestRedis>,
+    nats: Option<TestNats>,
     dir: tempfile::TempDir,
 }
 
@@ -34,8 +35,17 @@ impl Shared {
         Some(Self {
             database: TestDatabase::create(&server).await,
             redis,
+            nats: None,
             dir: tempfile::tempdir().unwrap(),
         })
+    }
+
+    /// The same, with the bus on NATS JetStream.
+    async fn create_on_nats(test: &str) -> Option<Self> {
+        let nats = TestNats::new(test)?;
+        let mut shared = Self::create(test, false).await?;
+        shared.nats = Some(nats);
+        Some(shared)
     }
 
     /// A replica running `roles`, with more settings.
@@ -46,6 +56,9 @@ impl Shared {
         ];
         if let Some(redis) = &self.redis {
             settings.push(("KEEL_CACHE", redis.url.clone()));
+        }
+        if let Some(nats) = &self.nats {
+            settings.push(("KEEL_BUS", nats.url.clone()));
         }
         settings.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
         Keel::start_with(self.dir.path(), &settings)
@@ -289,4 +302,64 @@ async fn a_worker_replica_stopped_with_sigterm_hands_its_work_back() {
     assert_stored_exactly_once(&accepted, &rows);
     let distinct: HashSet<_> = rows.keys().collect();
     assert_eq!(distinct.len(), 1000);
+}
+
+/// Two replicas on PostgreSQL + NATS JetStream, each serving the API and running
+/// workers; 2,000 records are posted through both and one replica is SIGKILLed
+/// mid-load. Every record answered 202 (by either) is stored exactly once: what
+/// the killed worker had received comes back to the survivor after its
+/// visibility timeout, and the store target's upsert by message id absorbs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_records_are_stored_exactly_once_while_a_replica_is_killed() {
+    let Some(shared) =
+        Shared::create_on_nats("on_nats_records_are_stored_exactly_once_while_a_replica_is_killed")
+            .await
+    else {
+        return;
+    };
+    let mut doomed = shared.replica("api,worker", &[]);
+    let survivor = shared.replica("api,worker", &[]);
+    let accepted: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for c in 0..8u64 {
+        let base = if c % 2 == 0 {
+            doomed.base.clone()
+        } else {
+            survivor.base.clone()
+        };
+        let accepted = accepted.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            for n in 0..250u64 {
+                let post = client
+                    .post(format!("{base}/v1/collections/jobs/records"))
+                    .bearer_auth(OPERATOR_KEY)
+                    .json(&json!({"client": c, "n": n}));
+                // The killed replica's clients stop at their first failure.
+                match post.send().await {
+                    Ok(answer) if answer.status() == 202 => {
+                        accepted.lock().unwrap().push((c, n))
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    doomed.signal(Signal::SIGKILL);
+    doomed.wait_exit(Duration::from_secs(5));
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let through_doomed = accepted.iter().filter(|(c, _)| c % 2 == 0).count();
+    eprintln!("accepted {} ({through_doomed} by the killed replica)", accepted.len());
+    assert!(
+        (1..1000).contains(&through_doomed),
+        "the kill landed mid-load: {through_doomed} of 1,000 taken by the killed replica"
+    );
+    assert_eq!(accepted.len() - through_doomed, 1000, "the survivor took all of its share");
+    wait_drained(&survivor.base, "jobs", Duration::from_secs(90)).await;
+    let rows = stored_records(&survivor.base, "jobs").await;
+    assert_stored_exactly_once(&accepted, &rows);
 }
