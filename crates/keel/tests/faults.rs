@@ -1,9 +1,9 @@
-//! SPEC §11: PostgreSQL and Redis stopped under publish load and started again.
+//! SPEC §11: PostgreSQL, Redis and NATS stopped under publish load and started again.
 //! Meanwhile writes answer 503 with Retry-After and `/readyz` 503; the process
 //! neither panics nor needs a restart; every record answered 202 is stored
 //! exactly once. The servers are the test's own (`PrivatePostgres`,
-//! `PrivateRedis`), so stopping them disturbs no other test; like every
-//! PostgreSQL test it runs when `KEEL_TEST_POSTGRES_URL` is set.
+//! `PrivateRedis`, `PrivateNats`), so stopping them disturbs no other test; each
+//! runs when its server's `KEEL_TEST_*_URL` is set, as the other tests of it do.
 
 use std::{
     sync::{
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keel_store::testing::{postgres_url, PrivatePostgres, PrivateRedis};
+use keel_store::testing::{postgres_url, PrivateNats, PrivatePostgres, PrivateRedis, NATS_URL_VAR};
 use serde_json::json;
 
 mod common;
@@ -167,6 +167,74 @@ async fn postgres_and_redis_stopped_under_load_lose_nothing() {
     assert_stored_exactly_once(&accepted, &rows);
     eprintln!(
         "{} records accepted, {} answers 503 during the outage, all stored once",
+        accepted.len(),
+        load.unavailable.load(Ordering::SeqCst)
+    );
+    keel.signal(nix::sys::signal::Signal::SIGTERM);
+    keel.wait_exit(Duration::from_secs(15));
+}
+
+/// The bus on NATS JetStream (the store on SQLite); `nats-server` is killed under
+/// publish load and started again on the same directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_under_load_loses_nothing() {
+    if std::env::var(NATS_URL_VAR).is_err() {
+        eprintln!("skipping nats_killed_under_load_loses_nothing: {NATS_URL_VAR} is not set");
+        return;
+    }
+    let mut nats = PrivateNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut keel = Keel::start_with(dir.path(), &[("KEEL_BUS", nats.url())]);
+    let load = Arc::new(Load::default());
+    let clients: Vec<_> = (0..6)
+        .map(|c| tokio::spawn(publish(keel.base.clone(), c, load.clone())))
+        .collect();
+    load.until_accepting(200, Duration::from_secs(20)).await;
+
+    nats.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(&keel.base).await != 503 {
+        assert!(Instant::now() < deadline, "/readyz stayed ready without NATS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = load.unavailable.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.unavailable.load(Ordering::SeqCst) < before + 5 {
+        assert!(Instant::now() < deadline, "publishes did not answer 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nats.start_again();
+    load.until_accepting(200, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(&keel.base).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    load.stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(
+        keel.child.try_wait().unwrap().is_none(),
+        "Keel exited during the outage"
+    );
+    let failures = load.other_failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "answers other than 202/503: {failures:?}"
+    );
+    assert_eq!(
+        load.unavailable_without_retry_after.load(Ordering::SeqCst),
+        0,
+        "every 503 carries Retry-After"
+    );
+    wait_drained(&keel.base, "faults", Duration::from_secs(90)).await;
+    let accepted = load.accepted.lock().unwrap().clone();
+    let rows = stored_records(&keel.base, "faults").await;
+    assert_stored_exactly_once(&accepted, &rows);
+    eprintln!(
+        "{} records accepted, {} answers 503 while NATS was down, all stored once",
         accepted.len(),
         load.unavailable.load(Ordering::SeqCst)
     );
