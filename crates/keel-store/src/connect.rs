@@ -107,10 +107,8 @@ async fn connect_store(settings: &BackendSettings) -> StoreResult<Backends> {
     let nats = match settings.bus.as_str() {
         "embedded" => None,
         other if other.starts_with("nats://") || other.starts_with("tls://") => Some(
-            NatsSettings::parse(other).map_err(|why| StoreError::InvalidInput {
-                field: "bus",
-                why,
-            })?,
+            NatsSettings::parse(other)
+                .map_err(|why| StoreError::InvalidInput { field: "bus", why })?,
         ),
         other => {
             return Err(StoreError::InvalidInput {

@@ -69,8 +69,7 @@ pub(crate) fn route_messages(
         .into_iter()
         .map(|message| {
             let attributes = Value::Object(message.attributes);
-            let matched: Vec<usize> =
-                matching_routes(routes, &message.body, &attributes).collect();
+            let matched: Vec<usize> = matching_routes(routes, &message.body, &attributes).collect();
             let texts = if matched.is_empty() {
                 None
             } else {

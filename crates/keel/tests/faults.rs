@@ -194,7 +194,10 @@ async fn nats_killed_under_load_loses_nothing() {
     nats.kill();
     let deadline = Instant::now() + Duration::from_secs(30);
     while readyz(&keel.base).await != 503 {
-        assert!(Instant::now() < deadline, "/readyz stayed ready without NATS");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready without NATS"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = load.unavailable.load(Ordering::SeqCst);

@@ -337,9 +337,7 @@ async fn on_nats_records_are_stored_exactly_once_while_a_replica_is_killed() {
                     .json(&json!({"client": c, "n": n}));
                 // The killed replica's clients stop at their first failure.
                 match post.send().await {
-                    Ok(answer) if answer.status() == 202 => {
-                        accepted.lock().unwrap().push((c, n))
-                    }
+                    Ok(answer) if answer.status() == 202 => accepted.lock().unwrap().push((c, n)),
                     _ => return,
                 }
             }
@@ -353,12 +351,19 @@ async fn on_nats_records_are_stored_exactly_once_while_a_replica_is_killed() {
     }
     let accepted = accepted.lock().unwrap().clone();
     let through_doomed = accepted.iter().filter(|(c, _)| c % 2 == 0).count();
-    eprintln!("accepted {} ({through_doomed} by the killed replica)", accepted.len());
+    eprintln!(
+        "accepted {} ({through_doomed} by the killed replica)",
+        accepted.len()
+    );
     assert!(
         (1..1000).contains(&through_doomed),
         "the kill landed mid-load: {through_doomed} of 1,000 taken by the killed replica"
     );
-    assert_eq!(accepted.len() - through_doomed, 1000, "the survivor took all of its share");
+    assert_eq!(
+        accepted.len() - through_doomed,
+        1000,
+        "the survivor took all of its share"
+    );
     wait_drained(&survivor.base, "jobs", Duration::from_secs(90)).await;
     let rows = stored_records(&survivor.base, "jobs").await;
     assert_stored_exactly_once(&accepted, &rows);

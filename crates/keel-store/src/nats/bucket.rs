@@ -88,7 +88,10 @@ impl Bucket {
 
     /// Deletes if the key is still at `revision`; `false` when it is not.
     pub(super) async fn delete_if(&self, key: &str, revision: u64) -> StoreResult<bool> {
-        Ok(self.write(key, Bytes::new(), Some(revision)).await?.is_some())
+        Ok(self
+            .write(key, Bytes::new(), Some(revision))
+            .await?
+            .is_some())
     }
 
     pub(super) async fn delete(&self, key: &str) -> StoreResult<()> {

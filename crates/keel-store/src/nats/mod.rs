@@ -168,7 +168,9 @@ impl NatsBus {
             quotas,
             fanout_budget: FanoutBudget::new(
                 quotas.fanout_bytes_per_second,
-                quotas.fanout_bytes_per_second.max(quotas.fanout_bytes_per_publish),
+                quotas
+                    .fanout_bytes_per_second
+                    .max(quotas.fanout_bytes_per_publish),
             ),
             registry,
             leases,
@@ -313,11 +315,7 @@ impl NatsBus {
         };
         let known = QueueConsumer {
             consumer,
-            ack_prefix: format!(
-                "$JS.ACK.{}.{}.",
-                self.messages_stream_name(tenant),
-                durable
-            ),
+            ack_prefix: format!("$JS.ACK.{}.{}.", self.messages_stream_name(tenant), durable),
             name: durable,
             ack_wait_s: visibility_s.max(1),
         };
@@ -352,7 +350,9 @@ pub(crate) fn unavailable(doing: &str, error: impl std::fmt::Display) -> StoreEr
 #[async_trait::async_trait]
 impl Bus for NatsBus {
     async fn ensure_topic(&self, tenant: &TenantId, topic: &BusName) -> StoreResult<()> {
-        self.registry.ensure_topic(tenant, topic, &self.quotas).await
+        self.registry
+            .ensure_topic(tenant, topic, &self.quotas)
+            .await
     }
 
     async fn publish(

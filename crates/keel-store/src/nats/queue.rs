@@ -85,7 +85,8 @@ impl NatsBus {
         // All sent before any ack is awaited: one round trip for the batch.
         let mut acks = Vec::with_capacity(outgoing.len());
         for (dedup_id, payload) in outgoing {
-            let mut publish = jetstream::message::PublishMessage::build().payload(Bytes::from(payload));
+            let mut publish =
+                jetstream::message::PublishMessage::build().payload(Bytes::from(payload));
             if let Some(dedup_id) = dedup_id {
                 publish = publish.message_id(dedup_header(topic, &dedup_id));
             }
@@ -234,7 +235,10 @@ impl NatsBus {
             return Ok(None);
         }
         let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.payload) else {
-            tracing::warn!(sequence, "a message that is not Keel's on a Keel subject; dropped");
+            tracing::warn!(
+                sequence,
+                "a message that is not Keel's on a Keel subject; dropped"
+            );
             settle(AckKind::Term).await?;
             return Ok(None);
         };
@@ -262,7 +266,9 @@ impl NatsBus {
             .as_ref()
             .and_then(|reply| reply.as_str().strip_prefix(&reader.queue.ack_prefix))
             .map(str::to_owned)
-            .ok_or_else(|| StoreError::Internal("JetStream delivery without its ack subject".into()))?;
+            .ok_or_else(|| {
+                StoreError::Internal("JetStream delivery without its ack subject".into())
+            })?;
         // JetStream has one ack wait per consumer; another visibility for this
         // receive is a negative ack with that delay, which keeps the message
         // pending (and ackable) until then.
@@ -354,7 +360,10 @@ impl NatsBus {
             return Ok(false);
         }
         self.client
-            .request(format!("{}{receipt}", reader.queue.ack_prefix), "+ACK".into())
+            .request(
+                format!("{}{receipt}", reader.queue.ack_prefix),
+                "+ACK".into(),
+            )
             .await
             .map_err(|e| unavailable("acking", e))?;
         if lease.receive_count > 1 {
@@ -380,7 +389,11 @@ impl NatsBus {
         };
         if let Some(error) = error {
             // Never empty: an empty value is a deletion.
-            let error = if error.is_empty() { "error".to_owned() } else { error };
+            let error = if error.is_empty() {
+                "error".to_owned()
+            } else {
+                error
+            };
             self.leases
                 .put(&format!("{}.e", lease.key), error.into())
                 .await?;
@@ -515,12 +528,12 @@ impl NatsBus {
             .into_iter()
             .map(|(_, envelope)| {
                 Ok(DeadLetter {
-                id: envelope.id.unwrap_or_default(),
-                body: envelope.b,
-                attributes: match envelope.a {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                },
+                    id: envelope.id.unwrap_or_default(),
+                    body: envelope.b,
+                    attributes: match envelope.a {
+                        Value::Object(map) => map,
+                        _ => Map::new(),
+                    },
                     published_at: from_micros(envelope.t)?,
                     receive_count: envelope.rc.unwrap_or_default(),
                     last_error: envelope.e,
@@ -619,10 +632,7 @@ fn dedup_header(topic: &BusName, dedup_id: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn fetch_visible(
-    queue: &QueueConsumer,
-    want: usize,
-) -> StoreResult<Vec<jetstream::Message>> {
+async fn fetch_visible(queue: &QueueConsumer, want: usize) -> StoreResult<Vec<jetstream::Message>> {
     let batch = queue
         .consumer
         .fetch()

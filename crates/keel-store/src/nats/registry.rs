@@ -82,10 +82,7 @@ impl Known {
 
     /// Where a publish to `topic` fans out (empty for an unknown topic).
     pub(super) fn routes(&self, topic: &BusName) -> Routes {
-        self.routes
-            .get(topic.as_str())
-            .cloned()
-            .unwrap_or_default()
+        self.routes.get(topic.as_str()).cloned().unwrap_or_default()
     }
 }
 
@@ -198,8 +195,7 @@ impl Registry {
                 .values()
                 .filter(|s| target_type(&s.target) == "webhook")
                 .count() as u64;
-            if target_type(&stored.target) == "webhook" && webhooks > quotas.webhooks_per_tenant
-            {
+            if target_type(&stored.target) == "webhook" && webhooks > quotas.webhooks_per_tenant {
                 return Err(StoreError::QuotaExceeded {
                     quota: "webhooks_per_tenant",
                     limit: quotas.webhooks_per_tenant,
@@ -212,7 +208,13 @@ impl Registry {
 
     /// Every tenant with a registry (for the worker role and `/metrics`).
     pub(super) async fn tenants(&self) -> StoreResult<Vec<TenantId>> {
-        Ok(self.bucket.keys().await?.into_iter().map(TenantId).collect())
+        Ok(self
+            .bucket
+            .keys()
+            .await?
+            .into_iter()
+            .map(TenantId)
+            .collect())
     }
 }
 
