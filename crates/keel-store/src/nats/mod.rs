@@ -394,11 +394,24 @@ impl Bus for NatsBus {
         topic: &BusName,
         name: &BusName,
     ) -> StoreResult<Option<Subscription>> {
-        Ok(self
+        let found = self
             .registry
             .read_fresh(tenant)
             .await?
-            .subscription(topic, name))
+            .subscription(topic, name);
+        if let Some(subscription) = &found {
+            // The registry is written before the consumer is created: whoever
+            // sees a subscription makes sure its consumer exists, so a publish
+            // that follows cannot pass it by.
+            self.queue_consumer(
+                tenant,
+                topic,
+                name,
+                subscription.delivery.visibility_timeout_s,
+            )
+            .await?;
+        }
+        Ok(found)
     }
 
     async fn receive(

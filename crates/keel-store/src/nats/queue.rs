@@ -57,7 +57,20 @@ impl NatsBus {
         self.registry
             .ensure_topic(tenant, topic, &self.quotas)
             .await?;
-        let routes = self.registry.read(tenant).await?.routes(topic);
+        let known = self.registry.read(tenant).await?;
+        let routes = known.routes(topic);
+        // Interest retention keeps a message only for consumers that exist when it
+        // is stored: every subscription this publish knows of gets its consumer
+        // first (known to this process after the first time, so usually free).
+        for subscription in known.subscriptions().filter(|s| &s.topic == topic) {
+            self.queue_consumer(
+                tenant,
+                topic,
+                &subscription.name,
+                subscription.delivery.visibility_timeout_s,
+            )
+            .await?;
+        }
         let published_at = self.clock.now().as_microsecond();
         let limit = self.quotas.fanout_bytes_per_publish;
         let mut fanout_bytes: u64 = 0;
