@@ -138,6 +138,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             data_dir: &args.data_dir,
             duration,
             bus_messages: args.bus_messages / 4,
+            nats_url: &args.nats_url,
         })
         .await?;
     }

@@ -7,15 +7,20 @@
 //! * publish → stored through the store worker, single records and batches of
 //!   100, with 1, 2 and 4 worker replicas (each its own pool, as `keel serve
 //!   --roles worker` processes would have) behind one api replica;
+//! * the same with the bus on NATS JetStream (issue 8), when NATS is reachable;
 //! * the bus alone (publish + consume + ack, 128 B messages) with 1, 2 and 4
-//!   consumers, beside the SQLite bus.
+//!   consumers, beside the SQLite bus and Keel's JetStream bus.
 //!
 //! Every server shares this process's two cores with the load generator.
 
 use std::{path::Path, process::Command, sync::Arc, time::Duration};
 
 use keel_server::app::Roles;
-use keel_store::{bus::Bus, testing::TestDatabase, BackendSettings};
+use keel_store::{
+    bus::Bus,
+    testing::{TestDatabase, TestNats},
+    BackendSettings,
+};
 
 use crate::{
     bus_vs_nats,
@@ -28,6 +33,12 @@ pub struct Options<'a> {
     pub data_dir: &'a Path,
     pub duration: Duration,
     pub bus_messages: usize,
+    /// NATS with JetStream, for Keel's JetStream bus beside the PostgreSQL one.
+    pub nats_url: &'a str,
+}
+
+async fn nats_reachable(url: &str) -> bool {
+    async_nats::connect(url).await.is_ok()
 }
 
 pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
@@ -65,50 +76,65 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         );
     }
 
-    // Publish → stored with 1, 2, 4 worker replicas behind one api replica.
-    println!();
-    println!("Publish → stored on PostgreSQL: one api replica, N worker replicas");
+    // Publish → stored with 1, 2, 4 worker replicas behind one api replica, with
+    // the bus in PostgreSQL and (when NATS is reachable) on JetStream.
     let record = r#"{"name":"Ana","email":"ana@example.com","plan":"pro","n":1}"#;
     let batch = format!("{{\"records\":[{}]}}", vec![record; 100].join(","));
-    let mut summary = Vec::new();
-    for replicas in [1usize, 2, 4] {
-        let database = TestDatabase::create(options.server_url).await;
-        let api = servers::start_keel_on(&database.url, true, api_only()?).await?;
-        let mut workers = Vec::new();
-        for _ in 0..replicas {
-            workers.push(servers::start_worker_replica(&database.url, 8).await?);
-        }
-        let single = pipeline::publish_until_stored_quietly(
-            api.addr,
-            &api.operator_key,
-            options.duration,
-            "single",
-            record,
-            1,
-            64,
-        )
-        .await?;
-        let batched = pipeline::publish_until_stored_quietly(
-            api.addr,
-            &api.operator_key,
-            options.duration,
-            "batch",
-            &batch,
-            100,
-            16,
-        )
-        .await?;
-        for worker in workers {
-            worker.shutdown(Duration::from_secs(5)).await?;
-        }
-        summary.push((replicas, single, batched));
+    let mut buses = vec![("embedded (PostgreSQL tables)", None)];
+    if nats_reachable(options.nats_url).await {
+        buses.push(("NATS JetStream", Some(options.nats_url)));
     }
-    println!("  worker replicas   single: calls/s  stored/s     batches of 100: calls/s  stored/s");
-    for (replicas, single, batched) in &summary {
+    for (bus_label, nats_url) in buses {
+        println!();
         println!(
-            "  {replicas:>15}   {:>14.0}  {:>8.0}     {:>22.0}  {:>8.0}",
-            single.calls_per_s, single.stored_per_s, batched.calls_per_s, batched.stored_per_s
+            "Publish → stored on PostgreSQL, bus {bus_label}: one api replica, N worker replicas"
         );
+        let mut summary = Vec::new();
+        for replicas in [1usize, 2, 4] {
+            let database = TestDatabase::create(options.server_url).await;
+            let nats = nats_url.map(|url| TestNats::on(url, ""));
+            let bus = nats
+                .as_ref()
+                .map_or("embedded".to_owned(), |n| n.url.clone());
+            let api = servers::start_keel_on_bus(&database.url, &bus, true, api_only()?).await?;
+            let mut workers = Vec::new();
+            for _ in 0..replicas {
+                workers.push(servers::start_worker_replica(&database.url, &bus, 8).await?);
+            }
+            let single = pipeline::publish_until_stored_quietly(
+                api.addr,
+                &api.operator_key,
+                options.duration,
+                "single",
+                record,
+                1,
+                64,
+            )
+            .await?;
+            let batched = pipeline::publish_until_stored_quietly(
+                api.addr,
+                &api.operator_key,
+                options.duration,
+                "batch",
+                &batch,
+                100,
+                16,
+            )
+            .await?;
+            for worker in workers {
+                worker.shutdown(Duration::from_secs(5)).await?;
+            }
+            summary.push((replicas, single, batched));
+        }
+        println!(
+            "  worker replicas   single: calls/s  stored/s     batches of 100: calls/s  stored/s"
+        );
+        for (replicas, single, batched) in &summary {
+            println!(
+                "  {replicas:>15}   {:>14.0}  {:>8.0}     {:>22.0}  {:>8.0}",
+                single.calls_per_s, single.stored_per_s, batched.calls_per_s, batched.stored_per_s
+            );
+        }
     }
 
     // The bus alone.
@@ -124,6 +150,23 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         let bus: Arc<dyn Bus> = keel_store::connect(&settings).await?.bus;
         let rate = bus_vs_nats::publish_and_consume(bus, messages, consumers).await?;
         println!("  PostgreSQL bus, {consumers} consumer(s)                {rate:>9.0} msg/s");
+    }
+    if nats_reachable(options.nats_url).await {
+        for consumers in [1usize, 2, 4] {
+            let nats = TestNats::on(options.nats_url, "");
+            let mut settings = BackendSettings::new(format!(
+                "sqlite://{}",
+                options
+                    .data_dir
+                    .join(format!("nats-bus-{consumers}.db"))
+                    .display()
+            ));
+            settings.bus = nats.url.clone();
+            settings.quotas.fanout_bytes_per_second = 1 << 40;
+            let bus: Arc<dyn Bus> = keel_store::connect(&settings).await?.bus;
+            let rate = bus_vs_nats::publish_and_consume(bus, messages, consumers).await?;
+            println!("  Keel's JetStream bus, {consumers} consumer(s)          {rate:>9.0} msg/s");
+        }
     }
     println!("  (no SPEC target for PostgreSQL: reported beside SQLite and pgbench)");
     Ok(())

@@ -56,8 +56,19 @@ pub async fn start_keel_on(
     lifted: bool,
     roles: Roles,
 ) -> anyhow::Result<KeelUnderTest> {
+    start_keel_on_bus(store, "embedded", lifted, roles).await
+}
+
+/// The same with the bus at `bus` (`embedded` or `nats://…`).
+pub async fn start_keel_on_bus(
+    store: &str,
+    bus: &str,
+    lifted: bool,
+    roles: Roles,
+) -> anyhow::Result<KeelUnderTest> {
     let config = config(lifted);
     let mut settings = BackendSettings::new(store);
+    settings.bus = bus.to_owned();
     settings.quotas = config.limits.store_quotas();
     let backends = keel_store::connect(&settings).await?;
     let operator_key = match services::bootstrap(&*backends.store, None)
@@ -94,8 +105,9 @@ pub async fn start_keel_on(
 /// A worker replica in this process on the store at `store` (its own connection
 /// pool, no HTTP), as `keel serve --roles worker` runs; stop it with
 /// [`App::shutdown`].
-pub async fn start_worker_replica(store: &str, pool_size: u32) -> anyhow::Result<App> {
+pub async fn start_worker_replica(store: &str, bus: &str, pool_size: u32) -> anyhow::Result<App> {
     let mut settings = BackendSettings::new(store);
+    settings.bus = bus.to_owned();
     settings.postgres.pool_size = pool_size;
     let backends = keel_store::connect(&settings).await?;
     let roles = Roles::parse("worker").map_err(anyhow::Error::msg)?;

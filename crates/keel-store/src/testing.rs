@@ -402,12 +402,17 @@ impl TestNats {
                 return None;
             }
         };
+        Some(Self::on(&server_url, options))
+    }
+
+    /// A fresh prefix on the NATS server at `server_url` (a URL without a query).
+    pub fn on(server_url: &str, options: &str) -> Self {
         let prefix = format!("kt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        Some(Self {
+        Self {
             url: format!("{server_url}?prefix={prefix}{options}"),
-            server_url,
+            server_url: server_url.to_owned(),
             prefix,
-        })
+        }
     }
 }
 
