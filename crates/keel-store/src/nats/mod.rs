@@ -26,6 +26,7 @@
 //! `published_at` and ages use Keel's clock.
 
 mod bucket;
+mod dead_letters;
 mod queue;
 mod registry;
 

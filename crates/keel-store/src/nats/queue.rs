@@ -1,4 +1,4 @@
-//! Publishing, receiving and settling messages on JetStream, and the dead letters.
+//! Publishing, receiving and settling messages on JetStream.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{token, unavailable, NatsBus, QueueConsumer};
 use crate::{
-    bus::{DeadLetter, Delivery, FilterScope, OutgoingMessage, QueueStats, ReceiveRequest},
+    bus::{Delivery, FilterScope, OutgoingMessage, QueueStats, ReceiveRequest},
     from_micros,
     routing::{json_text, matching_routes},
     StoreError, StoreResult, TenantId,
@@ -22,30 +22,30 @@ use crate::{
 /// attributes; an id once it has been redriven (a redrive is a new stream message
 /// carrying the first one's id); receive count and last error in the dead letters.
 #[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
+pub(super) struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    t: i64,
-    b: Value,
-    a: Value,
+    pub id: Option<String>,
+    pub t: i64,
+    pub b: Value,
+    pub a: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    rc: Option<u32>,
+    pub rc: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    e: Option<String>,
+    pub e: Option<String>,
 }
 
 /// A subscription's receive-side view: its filter and delivery limits.
-struct Reader<'a> {
-    tenant: &'a TenantId,
-    topic: &'a BusName,
-    name: &'a BusName,
+pub(super) struct Reader<'a> {
+    pub tenant: &'a TenantId,
+    pub topic: &'a BusName,
+    pub name: &'a BusName,
     filter: Option<(FilterScope, FilterPolicy)>,
     max_receives: u32,
-    queue: QueueConsumer,
-    created_ms: u64,
+    pub queue: QueueConsumer,
+    pub created_ms: u64,
 }
 
-const NOT_ACKED: &str = "not acknowledged within its visibility timeout";
+pub(super) const NOT_ACKED: &str = "not acknowledged within its visibility timeout";
 
 impl NatsBus {
     pub(super) async fn publish_messages(
@@ -308,41 +308,6 @@ impl NatsBus {
         }))
     }
 
-    async fn dead_letter(
-        &self,
-        reader: &Reader<'_>,
-        sequence: u64,
-        mut envelope: Envelope,
-        receive_count: u32,
-    ) -> StoreResult<()> {
-        let lease = lease_key(reader, sequence);
-        let error = match self.leases.get(&format!("{lease}.e")).await?.value {
-            Some(error) => String::from_utf8_lossy(&error).into_owned(),
-            None => NOT_ACKED.to_owned(),
-        };
-        envelope
-            .id
-            .get_or_insert_with(|| Self::message_id(reader.created_ms, sequence));
-        envelope.rc = Some(receive_count);
-        envelope.e = Some(error);
-        let payload = serde_json::to_vec(&envelope)
-            .map_err(|e| StoreError::Internal(format!("encoding a dead letter: {e}")))?;
-        self.dead_letter_stream(reader.tenant).await?;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .message_id(format!("{}-{sequence}", reader.queue.name));
-        self.js
-            .send_publish(
-                self.dead_letter_subject(reader.tenant, reader.topic, reader.name),
-                publish,
-            )
-            .await
-            .map_err(|e| unavailable("dead-lettering", e))?
-            .await
-            .map_err(|e| unavailable("dead-lettering", e))?;
-        Ok(())
-    }
-
     /// The receipts that are not current; the others are acked.
     pub(super) async fn ack_receipts(
         &self,
@@ -492,116 +457,6 @@ impl NatsBus {
         }
         Ok(stats)
     }
-
-    /// The subscription's dead letters, oldest first, with their stream sequences.
-    async fn dead_letter_messages(
-        &self,
-        tenant: &TenantId,
-        topic: &BusName,
-        name: &BusName,
-        limit: usize,
-    ) -> StoreResult<Vec<(u64, Envelope)>> {
-        let dead = self.dead_letter_stream(tenant).await?;
-        let subject = self.dead_letter_subject(tenant, topic, name);
-        let mut found = Vec::new();
-        let mut next = 1;
-        while found.len() < limit {
-            let message = dead
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subject.clone())
-                .send()
-                .await;
-            let message = match message {
-                Ok(message) => message,
-                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-                    break
-                }
-                Err(e) => return Err(unavailable("reading dead letters", e)),
-            };
-            next = message.sequence + 1;
-            if let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.payload) {
-                found.push((message.sequence, envelope));
-            }
-        }
-        Ok(found)
-    }
-
-    pub(super) async fn list_dead_letters(
-        &self,
-        tenant: &TenantId,
-        topic: &BusName,
-        name: &BusName,
-        limit: u32,
-    ) -> StoreResult<Vec<DeadLetter>> {
-        let found = self
-            .dead_letter_messages(tenant, topic, name, limit as usize)
-            .await?;
-        found
-            .into_iter()
-            .map(|(_, envelope)| {
-                Ok(DeadLetter {
-                    id: envelope.id.unwrap_or_default(),
-                    body: envelope.b,
-                    attributes: match envelope.a {
-                        Value::Object(map) => map,
-                        _ => Map::new(),
-                    },
-                    published_at: from_micros(envelope.t)?,
-                    receive_count: envelope.rc.unwrap_or_default(),
-                    last_error: envelope.e,
-                })
-            })
-            .collect()
-    }
-
-    /// Republishes dead letters to the subscription's own subject (a fresh stream
-    /// message, so a fresh receive count), then removes them from the dead letters.
-    pub(super) async fn redrive_dead_letters(
-        &self,
-        tenant: &TenantId,
-        topic: &BusName,
-        name: &BusName,
-        ids: Option<Vec<String>>,
-    ) -> StoreResult<u64> {
-        let found = self
-            .dead_letter_messages(tenant, topic, name, usize::MAX)
-            .await?;
-        let dead = self.dead_letter_stream(tenant).await?;
-        self.tenant_stream(tenant).await?;
-        let subject = self.redrive_subject(tenant, topic, name);
-        let mut moved = 0;
-        for (sequence, mut envelope) in found {
-            let wanted = match (&ids, &envelope.id) {
-                (None, _) => true,
-                (Some(ids), Some(id)) => ids.contains(id),
-                (Some(_), None) => false,
-            };
-            if !wanted {
-                continue;
-            }
-            envelope.rc = None;
-            envelope.e = None;
-            let payload = serde_json::to_vec(&envelope)
-                .map_err(|e| StoreError::Internal(format!("encoding a redrive: {e}")))?;
-            // Republished under an id, so a redrive retried after a failure
-            // between publish and delete lands once.
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(payload.into())
-                .message_id(format!("redrive-{}-{sequence}", token(name.as_str())));
-            self.js
-                .send_publish(subject.clone(), publish)
-                .await
-                .map_err(|e| unavailable("redriving", e))?
-                .await
-                .map_err(|e| unavailable("redriving", e))?;
-            dead.delete_message(sequence)
-                .await
-                .map_err(|e| unavailable("removing a redriven dead letter", e))?;
-            moved += 1;
-        }
-        Ok(moved)
-    }
 }
 
 struct Lease {
@@ -630,7 +485,7 @@ fn parse_receipt(receipt: &str) -> Option<(u32, u64, u64)> {
     ))
 }
 
-fn lease_key(reader: &Reader<'_>, sequence: u64) -> String {
+pub(super) fn lease_key(reader: &Reader<'_>, sequence: u64) -> String {
     format!(
         "{}.{}.{sequence}",
         reader.tenant.as_str(),
