@@ -588,7 +588,75 @@ async fn a_receipt_acks_only_its_own_queue(kind: Kind) {
     assert_eq!(f.receive("t", "other", 10).await.len(), 2);
 }
 
+/// Two subscriptions of one topic receiving the same messages in step: each
+/// receipt acks only in its own queue, however alike their deliveries are.
+async fn receipts_of_queues_receiving_in_step_do_not_mix(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "a", None, FilterScope::Attributes, 5)
+        .await;
+    f.subscribe("t", "b", None, FilterScope::Attributes, 5)
+        .await;
+    f.publish("t", json!(1), json!({}), None).await;
+    let from_a = f.receive("t", "a", 1).await;
+    let from_b = f.receive("t", "b", 1).await;
+    let t = name_of("t");
+    let on_b =
+        f.a.bus
+            .ack(
+                &f.tenant,
+                &t,
+                &name_of("b"),
+                vec![from_a[0].receipt.clone()],
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        on_b,
+        [from_a[0].receipt.clone()],
+        "a's receipt acks nothing in b"
+    );
+    let own =
+        f.a.bus
+            .ack(
+                &f.tenant,
+                &t,
+                &name_of("b"),
+                vec![from_b[0].receipt.clone()],
+            )
+            .await
+            .unwrap();
+    assert!(own.is_empty(), "b's own receipt is still current");
+}
+
+/// A nack retires its receipt: a second nack, or an ack, with it does nothing.
+async fn a_nack_retires_its_receipt(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 5)
+        .await;
+    f.publish("t", json!(1), json!({}), None).await;
+    let got = f.receive("t", "q", 1).await;
+    let (t, q) = (name_of("t"), name_of("q"));
+    let nack = || f.a.bus.nack(&f.tenant, &t, &q, &got[0].receipt, 1, None);
+    assert!(nack().await.unwrap());
+    assert!(
+        !nack().await.unwrap(),
+        "a second nack with the same receipt"
+    );
+    let ack =
+        f.a.bus
+            .ack(&f.tenant, &t, &q, vec![got[0].receipt.clone()])
+            .await
+            .unwrap();
+    assert_eq!(ack, [got[0].receipt.clone()], "an ack after the nack");
+    f.advance(2);
+    let again = f.receive("t", "q", 1).await;
+    assert_eq!(again.len(), 1, "the nacked message comes back");
+    assert_eq!(again[0].receive_count, 2);
+}
+
 on_every_bus!(
+    receipts_of_queues_receiving_in_step_do_not_mix,
+    a_nack_retires_its_receipt,
     a_receipt_acks_only_its_own_queue,
     a_waiting_receive_answers_when_a_message_arrives,
     publish_fans_out_through_filters_in_order,

@@ -260,8 +260,9 @@ impl NatsBus {
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
                 // Moving a message to the dead letters is retried under the same
-                // id; the window makes the retry land once.
-                duplicate_window: Duration::from_secs(120),
+                // id (after at most the longest visibility, 12 h); the window
+                // makes the retry land once.
+                duplicate_window: Duration::from_secs(13 * 3600),
                 ..Default::default()
             })
             .await
@@ -495,9 +496,17 @@ impl Bus for NatsBus {
         for tenant in self.registry.tenants().await? {
             let known = self.registry.read(&tenant).await?;
             for subscription in known.subscriptions() {
-                let stats = self
+                // One queue that cannot be read does not hide the others.
+                let stats = match self
                     .queue_stats(&tenant, &subscription.topic, &subscription.name)
-                    .await?;
+                    .await
+                {
+                    Ok(stats) => stats,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "NATS: queue statistics unavailable");
+                        continue;
+                    }
+                };
                 if stats != QueueStats::default() {
                     found.push((
                         tenant.clone(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{token, unavailable, NatsBus, QueueConsumer};
+use super::{token, unavailable, NatsBus, QueueConsumer, API_TIMEOUT};
 use crate::{
     bus::{Delivery, FilterScope, OutgoingMessage, QueueStats, ReceiveRequest},
     from_micros,
@@ -274,14 +274,22 @@ impl NatsBus {
             let _ = self.leases.delete(&format!("{lease}.e")).await;
             return Ok(None);
         }
-        let receipt = message
+        let ack_tail = message
             .reply
             .as_ref()
             .and_then(|reply| reply.as_str().strip_prefix(&reader.queue.ack_prefix))
-            .map(str::to_owned)
             .ok_or_else(|| {
                 StoreError::Internal("JetStream delivery without its ack subject".into())
             })?;
+        // The nonce ties the receipt to this queue's lease: the ack subject's tail
+        // alone is the same for two subscriptions receiving in step.
+        let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+        let receipt = format!("{ack_tail}.{nonce}");
+        // Acks are honoured until a little before the visibility runs out: an
+        // ack arriving after JetStream redelivered would ack the new delivery.
+        // The margin covers the ack's way to NATS.
+        let visibility_ms = u64::from(visibility_s) * 1000;
+        let ack_by_ms = now_ms() + visibility_ms - (visibility_ms / 4).min(1000);
         // JetStream has one ack wait per consumer; another visibility for this
         // receive is a negative ack with that delay, which keeps the message
         // pending (and ackable) until then.
@@ -289,9 +297,8 @@ impl NatsBus {
             let delay = Duration::from_secs(visibility_s as u64);
             settle(AckKind::Nak(Some(delay))).await?;
         }
-        self.leases
-            .put(&lease, delivery_sequence.to_string().into())
-            .await?;
+        let value = format!("{delivery_sequence}.{nonce}.{ack_by_ms}");
+        self.leases.put(&lease, value.into()).await?;
         let attributes = match envelope.a {
             Value::Object(map) => map,
             _ => Map::new(),
@@ -339,7 +346,7 @@ impl NatsBus {
         }
         self.client
             .request(
-                format!("{}{receipt}", reader.queue.ack_prefix),
+                format!("{}{}", reader.queue.ack_prefix, lease.ack_tail),
                 "+ACK".into(),
             )
             .await
@@ -365,6 +372,11 @@ impl NatsBus {
         let Some(lease) = self.current_lease(&reader, receipt).await? else {
             return Ok(false);
         };
+        // A nack retires the receipt, as on the embedded buses: removing the lease
+        // decides which of two racing nacks (or a nack and an ack) wins.
+        if !self.leases.delete_if(&lease.key, lease.revision).await? {
+            return Ok(false);
+        }
         if let Some(error) = error {
             // Never empty: an empty value is a deletion.
             let error = if error.is_empty() {
@@ -378,13 +390,13 @@ impl NatsBus {
         }
         let nak: Bytes = AckKind::Nak(Some(Duration::from_secs(delay_s as u64))).into();
         self.client
-            .publish(format!("{}{receipt}", reader.queue.ack_prefix), nak)
+            .publish(
+                format!("{}{}", reader.queue.ack_prefix, lease.ack_tail),
+                nak,
+            )
             .await
             .map_err(|e| unavailable("nacking", e))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| unavailable("nacking", e))?;
+        within(API_TIMEOUT, "nacking", self.client.flush()).await?;
         Ok(true)
     }
 
@@ -394,16 +406,29 @@ impl NatsBus {
         reader: &Reader<'_>,
         receipt: &str,
     ) -> StoreResult<Option<Lease>> {
-        let Some((receive_count, sequence, delivery_sequence)) = parse_receipt(receipt) else {
+        let Some(parsed) = parse_receipt(receipt) else {
             return Ok(None);
         };
-        let key = lease_key(reader, sequence);
+        let key = lease_key(reader, parsed.sequence);
         let entry = self.leases.get(&key).await?;
-        let current = entry.value.as_deref() == Some(delivery_sequence.to_string().as_bytes());
-        Ok(current.then_some(Lease {
+        let held = entry
+            .value
+            .as_deref()
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(parse_lease);
+        let Some((delivery_sequence, nonce, ack_by_ms)) = held else {
+            return Ok(None);
+        };
+        // A receipt whose visibility has (nearly) run out is not current even
+        // before JetStream redelivers.
+        let current = delivery_sequence == parsed.delivery_sequence
+            && nonce == parsed.nonce
+            && now_ms() < ack_by_ms;
+        Ok(current.then(|| Lease {
             key,
             revision: entry.revision,
-            receive_count,
+            receive_count: parsed.receive_count,
+            ack_tail: parsed.ack_tail.to_owned(),
         }))
     }
 
@@ -443,7 +468,22 @@ impl NatsBus {
                 }
             }
         }
-        let dead = self.dead_letter_stream(tenant).await?;
+        // Looked up, not created: reading statistics changes nothing.
+        let dead = match self
+            .js
+            .get_stream(self.dead_letter_stream_name(tenant))
+            .await
+        {
+            Ok(dead) => dead,
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    return Ok(stats)
+                }
+                _ => return Err(unavailable("counting dead letters", e)),
+            },
+        };
         let subject = self.dead_letter_subject(tenant, topic, name);
         let mut subjects = dead
             .info_with_subjects(&subject)
@@ -463,26 +503,67 @@ struct Lease {
     key: String,
     revision: u64,
     receive_count: u32,
+    /// The JetStream ack subject's tail this delivery is acked with.
+    ack_tail: String,
 }
 
 /// A receipt is the tail of JetStream's ack subject,
-/// `<delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>`: digits only,
-/// so it cannot name another subject; the stream and consumer come from the
-/// queue the caller names.
-fn parse_receipt(receipt: &str) -> Option<(u32, u64, u64)> {
+/// `<delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>`, and the lease's
+/// nonce: digits only, so it cannot name another subject; the stream and consumer
+/// come from the queue the caller names.
+struct Receipt<'a> {
+    receive_count: u32,
+    sequence: u64,
+    delivery_sequence: u64,
+    nonce: u64,
+    ack_tail: &'a str,
+}
+
+fn parse_receipt(receipt: &str) -> Option<Receipt<'_>> {
     let parts: Vec<&str> = receipt.split('.').collect();
-    if parts.len() != 5
+    if parts.len() != 6
         || parts
             .iter()
             .any(|p| p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()))
     {
         return None;
     }
-    Some((
-        parts[0].parse().ok()?,
-        parts[1].parse().ok()?,
-        parts[2].parse().ok()?,
-    ))
+    let ack_tail = &receipt[..receipt.len() - parts[5].len() - 1];
+    Some(Receipt {
+        receive_count: parts[0].parse().ok()?,
+        sequence: parts[1].parse().ok()?,
+        delivery_sequence: parts[2].parse().ok()?,
+        nonce: parts[5].parse().ok()?,
+        ack_tail,
+    })
+}
+
+/// A lease's value: `<delivery seq>.<nonce>.<ack by, ms since the epoch>`.
+fn parse_lease(value: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = value.split('.');
+    let parsed = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(parsed)
+}
+
+/// Wall-clock milliseconds: JetStream's timers run in real time, whatever clock
+/// Keel is given.
+fn now_ms() -> u64 {
+    jiff::Timestamp::now().as_millisecond().max(0) as u64
+}
+
+async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    doing: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(|e| unavailable(doing, e)),
+        Err(_) => Err(unavailable(doing, "timed out")),
+    }
 }
 
 pub(super) fn lease_key(reader: &Reader<'_>, sequence: u64) -> String {
@@ -501,37 +582,38 @@ fn dedup_header(topic: &BusName, dedup_id: &str) -> String {
 }
 
 async fn fetch_visible(queue: &QueueConsumer, want: usize) -> StoreResult<Vec<jetstream::Message>> {
-    let batch = queue
-        .consumer
-        .fetch()
-        .max_messages(want)
-        .messages()
-        .await
-        .map_err(|e| unavailable("receiving", e))?;
-    collect(batch).await
+    // A no-wait pull sets no expiry, so nothing would end it if NATS never
+    // answered: the call is bounded here.
+    within(API_TIMEOUT, "receiving", async {
+        let batch = queue.consumer.fetch().max_messages(want).messages().await?;
+        collect(batch).await
+    })
+    .await
 }
 
 async fn wait_for_one(
     queue: &QueueConsumer,
     wait: Duration,
 ) -> StoreResult<Vec<jetstream::Message>> {
-    let batch = queue
-        .consumer
-        .batch()
-        .max_messages(1)
-        .expires(wait)
-        .messages()
-        .await
-        .map_err(|e| unavailable("receiving", e))?;
-    collect(batch).await
+    within(wait + API_TIMEOUT, "receiving", async {
+        let batch = queue
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await?;
+        collect(batch).await
+    })
+    .await
 }
 
 async fn collect(
     mut batch: jetstream::consumer::pull::Batch,
-) -> StoreResult<Vec<jetstream::Message>> {
+) -> Result<Vec<jetstream::Message>, async_nats::Error> {
     let mut messages = Vec::new();
     while let Some(message) = batch.next().await {
-        messages.push(message.map_err(|e| unavailable("receiving", e))?);
+        messages.push(message?);
     }
     Ok(messages)
 }
