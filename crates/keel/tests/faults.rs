@@ -82,6 +82,44 @@ async fn publish(base: String, client_id: u64, load: Arc<Load>) {
     }
 }
 
+/// Stops the load and checks what every outage must leave: Keel still running,
+/// only 202 and 503 (with Retry-After) answered, every 202'd record stored once.
+async fn stop_and_check(
+    load: Arc<Load>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+    mut keel: Keel,
+) {
+    load.stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(
+        keel.child.try_wait().unwrap().is_none(),
+        "Keel exited during the outage"
+    );
+    let failures = load.other_failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "answers other than 202/503: {failures:?}"
+    );
+    assert_eq!(
+        load.unavailable_without_retry_after.load(Ordering::SeqCst),
+        0,
+        "every 503 carries Retry-After"
+    );
+    wait_drained(&keel.base, "faults", Duration::from_secs(90)).await;
+    let accepted = load.accepted.lock().unwrap().clone();
+    let rows = stored_records(&keel.base, "faults").await;
+    assert_stored_exactly_once(&accepted, &rows);
+    eprintln!(
+        "{} records accepted, {} answers 503 during the outage, all stored once",
+        accepted.len(),
+        load.unavailable.load(Ordering::SeqCst)
+    );
+    keel.signal(nix::sys::signal::Signal::SIGTERM);
+    keel.wait_exit(Duration::from_secs(15));
+}
+
 async fn readyz(base: &str) -> u16 {
     reqwest::get(format!("{base}/readyz"))
         .await
@@ -97,7 +135,7 @@ async fn postgres_and_redis_stopped_under_load_lose_nothing() {
     let postgres = PrivatePostgres::start();
     let mut redis = PrivateRedis::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut keel = Keel::start_with(
+    let keel = Keel::start_with(
         dir.path(),
         &[
             ("KEEL_STORE", postgres.url()),
@@ -143,35 +181,7 @@ async fn postgres_and_redis_stopped_under_load_lose_nothing() {
     redis.restart();
     load.until_accepting(200, Duration::from_secs(30)).await;
 
-    load.stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert!(
-        keel.child.try_wait().unwrap().is_none(),
-        "Keel exited during the outages"
-    );
-    let failures = load.other_failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "answers other than 202/503: {failures:?}"
-    );
-    assert_eq!(
-        load.unavailable_without_retry_after.load(Ordering::SeqCst),
-        0,
-        "every 503 carries Retry-After"
-    );
-    wait_drained(&keel.base, "faults", Duration::from_secs(60)).await;
-    let accepted = load.accepted.lock().unwrap().clone();
-    let rows = stored_records(&keel.base, "faults").await;
-    assert_stored_exactly_once(&accepted, &rows);
-    eprintln!(
-        "{} records accepted, {} answers 503 during the outage, all stored once",
-        accepted.len(),
-        load.unavailable.load(Ordering::SeqCst)
-    );
-    keel.signal(nix::sys::signal::Signal::SIGTERM);
-    keel.wait_exit(Duration::from_secs(15));
+    stop_and_check(load, clients, keel).await;
 }
 
 /// The bus on NATS JetStream (the store on SQLite); `nats-server` is killed under
@@ -184,7 +194,7 @@ async fn nats_killed_under_load_loses_nothing() {
     }
     let mut nats = PrivateNats::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut keel = Keel::start_with(dir.path(), &[("KEEL_BUS", nats.url())]);
+    let keel = Keel::start_with(dir.path(), &[("KEEL_BUS", nats.url())]);
     let load = Arc::new(Load::default());
     let clients: Vec<_> = (0..6)
         .map(|c| tokio::spawn(publish(keel.base.clone(), c, load.clone())))
@@ -214,33 +224,5 @@ async fn nats_killed_under_load_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    load.stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert!(
-        keel.child.try_wait().unwrap().is_none(),
-        "Keel exited during the outage"
-    );
-    let failures = load.other_failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "answers other than 202/503: {failures:?}"
-    );
-    assert_eq!(
-        load.unavailable_without_retry_after.load(Ordering::SeqCst),
-        0,
-        "every 503 carries Retry-After"
-    );
-    wait_drained(&keel.base, "faults", Duration::from_secs(90)).await;
-    let accepted = load.accepted.lock().unwrap().clone();
-    let rows = stored_records(&keel.base, "faults").await;
-    assert_stored_exactly_once(&accepted, &rows);
-    eprintln!(
-        "{} records accepted, {} answers 503 while NATS was down, all stored once",
-        accepted.len(),
-        load.unavailable.load(Ordering::SeqCst)
-    );
-    keel.signal(nix::sys::signal::Signal::SIGTERM);
-    keel.wait_exit(Duration::from_secs(15));
+    stop_and_check(load, clients, keel).await;
 }
