@@ -121,9 +121,19 @@ pub(crate) fn parse_route(
     filter: Option<&str>,
     scope: &str,
 ) -> StoreResult<(String, FilterScope, FilterPolicy)> {
+    let filter = filter.map(json_value).transpose()?;
+    route_from(name, filter.as_ref(), scope)
+}
+
+/// A subscription's route from its filter (as the client wrote it) and scope.
+pub(crate) fn route_from(
+    name: String,
+    filter: Option<&Value>,
+    scope: &str,
+) -> StoreResult<(String, FilterScope, FilterPolicy)> {
     let policy = match filter {
         None => FilterPolicy::match_all(),
-        Some(text) => FilterPolicy::parse(&json_value(text)?, "/filter")
+        Some(filter) => FilterPolicy::parse(filter, "/filter")
             .map_err(|e| StoreError::Internal(format!("stored filter of {name}: {e}")))?,
     };
     Ok((name, parse_scope(scope), policy))

@@ -48,15 +48,16 @@ impl NatsBus {
         Ok(())
     }
 
-    /// The subscription's dead letters, oldest first, with their stream sequences.
+    /// The subscription's dead letters in `dead`, oldest first, with their
+    /// stream sequences.
     async fn dead_letter_messages(
         &self,
+        dead: &jetstream::stream::Stream,
         tenant: &TenantId,
         topic: &BusName,
         name: &BusName,
         limit: usize,
     ) -> StoreResult<Vec<(u64, Envelope)>> {
-        let dead = self.dead_letter_stream(tenant).await?;
         let subject = self.dead_letter_subject(tenant, topic, name);
         let mut found = Vec::new();
         let mut next = 1;
@@ -89,8 +90,11 @@ impl NatsBus {
         name: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeadLetter>> {
+        let Some(dead) = self.existing_dead_letter_stream(tenant).await? else {
+            return Ok(Vec::new());
+        };
         let found = self
-            .dead_letter_messages(tenant, topic, name, limit as usize)
+            .dead_letter_messages(&dead, tenant, topic, name, limit as usize)
             .await?;
         found
             .into_iter()
@@ -119,10 +123,12 @@ impl NatsBus {
         name: &BusName,
         ids: Option<Vec<String>>,
     ) -> StoreResult<u64> {
+        let Some(dead) = self.existing_dead_letter_stream(tenant).await? else {
+            return Ok(0);
+        };
         let found = self
-            .dead_letter_messages(tenant, topic, name, usize::MAX)
+            .dead_letter_messages(&dead, tenant, topic, name, usize::MAX)
             .await?;
-        let dead = self.dead_letter_stream(tenant).await?;
         self.tenant_stream(tenant).await?;
         let subject = self.redrive_subject(tenant, topic, name);
         let mut moved = 0;

@@ -28,6 +28,7 @@
 mod bucket;
 mod dead_letters;
 mod queue;
+mod receipts;
 mod registry;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -250,6 +251,29 @@ impl NatsBus {
             .lock()
             .insert(tenant.as_str().to_owned(), known.clone());
         Ok(known)
+    }
+
+    /// The tenant's dead-letter stream if it exists: reading dead letters or
+    /// statistics never creates it.
+    async fn existing_dead_letter_stream(
+        &self,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<stream::Stream>> {
+        match self
+            .js
+            .get_stream(self.dead_letter_stream_name(tenant))
+            .await
+        {
+            Ok(dead) => Ok(Some(dead)),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(unavailable("reading the dead letters", e)),
+            },
+        }
     }
 
     async fn dead_letter_stream(&self, tenant: &TenantId) -> StoreResult<stream::Stream> {

@@ -24,7 +24,7 @@ use super::bucket::Bucket;
 use crate::{
     bus::{FilterScope, Subscription},
     from_micros,
-    routing::{parse_scope, Routes},
+    routing::{parse_scope, route_from, Routes},
     Quotas, StoreError, StoreResult, TenantId,
 };
 
@@ -136,17 +136,19 @@ impl Registry {
         mut change: impl FnMut(&mut Entries) -> StoreResult<T>,
     ) -> StoreResult<T> {
         for _ in 0..32 {
-            let known = self.read_fresh(tenant).await?;
-            let mut entries = known.entries.clone();
+            let read = self.read_fresh(tenant).await?;
+            let mut entries = read.entries.clone();
             let answer = change(&mut entries)?;
             let bytes = Bytes::from(serde_json::to_vec(&entries).map_err(internal)?);
             let written = self
                 .bucket
-                .put_if(tenant.as_str(), bytes.clone(), known.revision)
+                .put_if(tenant.as_str(), bytes, read.revision)
                 .await?;
             if let Some(revision) = written {
-                let known = Arc::new(parse(revision, &bytes)?);
-                self.cache.lock().insert(tenant.as_str().to_owned(), known);
+                let written = Arc::new(known(revision, entries)?);
+                self.cache
+                    .lock()
+                    .insert(tenant.as_str().to_owned(), written);
                 return Ok(answer);
             }
         }
@@ -231,20 +233,19 @@ fn add_topic(entries: &mut Entries, topic: &BusName, quotas: &Quotas) -> StoreRe
 }
 
 fn parse(revision: u64, bytes: &[u8]) -> StoreResult<Known> {
-    let entries: Entries = serde_json::from_slice(bytes).map_err(internal)?;
+    known(revision, serde_json::from_slice(bytes).map_err(internal)?)
+}
+
+/// A registry as read or written, with each topic's routes parsed once.
+fn known(revision: u64, entries: Entries) -> StoreResult<Known> {
     let mut routes: HashMap<String, Vec<(String, FilterScope, FilterPolicy)>> = HashMap::new();
     for stored in entries.subscriptions.values() {
-        let policy = match &stored.filter {
-            None => FilterPolicy::match_all(),
-            Some(filter) => FilterPolicy::parse(filter, "/filter").map_err(|e| {
-                StoreError::Internal(format!("stored filter of {}: {e}", stored.name))
-            })?,
-        };
-        routes.entry(stored.topic.clone()).or_default().push((
+        let route = route_from(
             stored.name.clone(),
-            parse_scope(&stored.filter_scope),
-            policy,
-        ));
+            stored.filter.as_ref(),
+            &stored.filter_scope,
+        )?;
+        routes.entry(stored.topic.clone()).or_default().push(route);
     }
     Ok(Known {
         revision,
