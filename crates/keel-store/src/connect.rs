@@ -1,7 +1,7 @@
 //! Opening the backends a configuration names (SPEC §9): `store` is
 //! `sqlite://PATH` or `postgres://…`, `bus` is `embedded` (the bus lives in the
-//! store's tables) or `nats://…` (JetStream), `cache` is `memory` or `redis://…` — the one place that turns
-//! URLs into adapters.
+//! store's tables) or `nats://…` (JetStream), `cache` is `memory` or
+//! `redis://…` — the one place that turns URLs into adapters.
 
 use std::{sync::Arc, time::Duration};
 
@@ -100,10 +100,10 @@ pub async fn connect(settings: &BackendSettings) -> StoreResult<Backends> {
             CacheKind::Memory => Arc::new(MemoryCache::default()),
             CacheKind::Redis(url) => Arc::new(RedisCache::connect(&url).await?),
         };
-    Ok(connect_store(settings).await?.with_cache(cache))
+    Ok(open_store_and_bus(settings).await?.with_cache(cache))
 }
 
-async fn connect_store(settings: &BackendSettings) -> StoreResult<Backends> {
+async fn open_store_and_bus(settings: &BackendSettings) -> StoreResult<Backends> {
     let nats = match settings.bus.as_str() {
         "embedded" => None,
         other if other.starts_with("nats://") || other.starts_with("tls://") => Some(
