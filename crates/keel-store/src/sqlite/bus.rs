@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use super::{
     bus_support::{ensure_topic_row, subscription_from_row},
-    from_micros, to_micros, SqliteStore,
+    from_micros,
+    leases::QueueKey,
+    to_micros, SqliteStore,
 };
 use crate::{
     bus::{Bus, DeadLetter, Delivery, OutgoingMessage, QueueStats, ReceiveRequest, Subscription},
-    routing::{
-        json_map, json_text, json_value, parse_receipt, route_messages, DEDUP_WINDOW_MICROS,
-    },
+    routing::{json_map, json_text, json_value, route_messages, DEDUP_WINDOW_MICROS},
     StoreError, StoreResult, TenantId,
 };
 
@@ -47,12 +47,16 @@ impl Bus for SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?)
         })?;
+        let mut leased = self.leases.in_flight_by_queue(now);
         Ok(rows
             .into_iter()
-            .map(|(tenant, topic, name, depth, in_flight, oldest, dead)| {
+            .map(|(tenant, topic, name, depth, delayed, oldest, dead)| {
+                let held = leased
+                    .remove(&(tenant.clone(), topic.clone(), name.clone()))
+                    .unwrap_or(0);
                 let stats = QueueStats {
-                    depth: depth as u64,
-                    in_flight: in_flight as u64,
+                    depth: (depth as u64).saturating_sub(held),
+                    in_flight: delayed as u64 + held,
                     oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
                     dlq_depth: dead as u64,
                 };
@@ -285,7 +289,11 @@ impl Bus for SqliteStore {
         // that become visible by time.
         let found = crate::wait::until(&self.published, request.wait, RECHECK, || async {
             let got = self
-                .receive_now(tenant, topic, name, request.max, request.visibility_s)
+                .receive_now(
+                    queue_key(tenant, topic, name),
+                    request.max,
+                    request.visibility_s,
+                )
                 .await?;
             Ok((!got.is_empty()).then_some(got))
         })
@@ -300,29 +308,7 @@ impl Bus for SqliteStore {
         name: &BusName,
         receipts: Vec<String>,
     ) -> StoreResult<Vec<String>> {
-        let (tenant, topic, name) = (
-            tenant.0.clone(),
-            topic.as_str().to_owned(),
-            name.as_str().to_owned(),
-        );
-        self.writer
-            .execute(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "DELETE FROM deliveries
-                     WHERE seq = ?1 AND receipt = ?2 AND tenant_id = ?3 AND topic = ?4 AND subscription = ?5 AND state = 0",
-                )?;
-                let mut not_current = Vec::new();
-                for receipt in receipts {
-                    let acked = match parse_receipt(&receipt) {
-                        Some((seq, nonce)) => stmt.execute(params![seq, nonce, tenant, topic, name])? == 1,
-                        None => false,
-                    };
-                    if !acked {
-                        not_current.push(receipt);
-                    }
-                }
-                Ok(not_current)
-            })
+        self.ack_receipts(queue_key(tenant, topic, name), receipts)
             .await
     }
 
@@ -335,28 +321,7 @@ impl Bus for SqliteStore {
         delay_s: u32,
         error: Option<String>,
     ) -> StoreResult<bool> {
-        let (tenant, topic, name, receipt) = (
-            tenant.0.clone(),
-            topic.as_str().to_owned(),
-            name.as_str().to_owned(),
-            receipt.to_owned(),
-        );
-        let visible_at = to_micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
-        let Some((seq, nonce)) =
-            parse_receipt(&receipt).map(|(seq, nonce)| (seq, nonce.to_owned()))
-        else {
-            return Ok(false);
-        };
-        self.writer
-            .execute(move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET visible_at = ?6, receipt = NULL, last_error = coalesce(?7, last_error)
-                         WHERE seq = ?1 AND receipt = ?2 AND tenant_id = ?3 AND topic = ?4 AND subscription = ?5 AND state = 0",
-                    )?
-                    .execute(params![seq, nonce, tenant, topic, name, visible_at, error])?;
-                Ok(changed == 1)
-            })
+        self.nack_receipt(queue_key(tenant, topic, name), receipt, delay_s, error)
             .await
     }
 
@@ -382,9 +347,11 @@ impl Bus for SqliteStore {
                     params![tenant.as_str(), topic.as_str(), name.as_str(), now],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )?;
+            // Leased entries look visible in the table; the leases say otherwise.
+            let held = self.leased(&queue_key(tenant, topic, name), now);
             Ok(QueueStats {
-                depth: depth as u64,
-                in_flight: in_flight as u64,
+                depth: (depth as u64).saturating_sub(held),
+                in_flight: in_flight as u64 + held,
                 oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
                 dlq_depth: dead as u64,
             })
@@ -470,77 +437,10 @@ impl Bus for SqliteStore {
 /// How often a waiting receive looks again without a wake-up.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl SqliteStore {
-    /// One receive that does not wait: up to `max` visible messages, or none.
-    async fn receive_now(
-        &self,
-        tenant: &TenantId,
-        topic: &BusName,
-        name: &BusName,
-        max: u32,
-        visibility_s: u32,
-    ) -> StoreResult<Vec<Delivery>> {
-        let (tenant, topic, name) = (
-            tenant.0.clone(),
-            topic.as_str().to_owned(),
-            name.as_str().to_owned(),
-        );
-        let now = to_micros(self.clock.now());
-        self.writer
-            .execute(move |conn| {
-                let max_receives: u32 = conn
-                    .prepare_cached("SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3")?
-                    .query_row(params![tenant, topic, name], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| StoreError::InvalidInput { field: "subscription", why: "no such subscription".into() })?;
-                let mut out = Vec::new();
-                loop {
-                    let candidates: Vec<(i64, u32, String, String, String, i64)> = conn
-                        .prepare_cached(
-                            "SELECT seq, receive_count, message_id, body, attributes, published_at
-                             FROM deliveries
-                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
-                               AND state = 0 AND visible_at <= ?4
-                             ORDER BY visible_at, seq LIMIT ?5",
-                        )?
-                        .query_map(params![tenant, topic, name, now, max as i64 - out.len() as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                        })?
-                        .collect::<Result<_, _>>()?;
-                    if candidates.is_empty() {
-                        break;
-                    }
-                    for (seq, count, id, body, attributes, published) in candidates {
-                        if count >= max_receives {
-                            conn.prepare_cached(
-                                "UPDATE deliveries SET state = 1, receipt = NULL,
-                                    last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
-                                 WHERE seq = ?1",
-                            )?
-                            .execute([seq])?;
-                            continue;
-                        }
-                        let nonce = uuid::Uuid::new_v4().simple().to_string();
-                        conn.prepare_cached(
-                            "UPDATE deliveries SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, now + i64::from(visibility_s) * 1_000_000, nonce])?;
-                        let receipt = format!("{seq}-{nonce}");
-                        out.push(Delivery {
-                            receipt,
-                            receive_count: count + 1,
-                            id,
-                            body: json_value(&body)?,
-                            attributes: json_map(&attributes)?,
-                            published_at: from_micros(published)?,
-                        });
-                    }
-                    if out.len() >= max as usize {
-                        break;
-                    }
-                }
-                Ok(out)
-            })
-            .await
-    }
+fn queue_key(tenant: &TenantId, topic: &BusName, name: &BusName) -> QueueKey {
+    (
+        tenant.0.clone(),
+        topic.as_str().to_owned(),
+        name.as_str().to_owned(),
+    )
 }

@@ -8,7 +8,9 @@
 mod bus;
 mod bus_support;
 mod collections;
+mod consume;
 mod errors;
+mod leases;
 mod migrations;
 mod queries;
 mod readers;
@@ -36,6 +38,9 @@ pub struct SqliteStore {
     bus_cache: Arc<bus_support::BusCache>,
     quotas: Quotas,
     fanout_budget: Arc<crate::fanout_budget::FanoutBudget>,
+    /// Messages in flight, held in memory by the one process serving the bus.
+    leases: Arc<leases::Leases>,
+    bus_owner: Arc<leases::BusOwner>,
 }
 
 impl SqliteStore {
@@ -62,6 +67,8 @@ impl SqliteStore {
                 Quotas::default().fanout_bytes_per_second,
                 Quotas::default().fanout_bytes_per_publish,
             )),
+            leases: Arc::default(),
+            bus_owner: Arc::new(leases::BusOwner::new(path)),
         })
     }
 

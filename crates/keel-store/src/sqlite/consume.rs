@@ -1,0 +1,307 @@
+//! Receiving and settling on the embedded SQLite bus, with leases in memory
+//! ([`super::leases`]): a receive reads on a reader connection and writes only for
+//! redeliveries and dead letters; an ack deletes, a nack stores the retry.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    from_micros,
+    leases::{Claim, QueueKey, QueueLeases},
+    to_micros, SqliteStore,
+};
+use crate::{
+    bus::Delivery,
+    routing::{json_map, json_value, parse_receipt},
+    StoreError, StoreResult,
+};
+
+/// A visible queue entry a receive took.
+struct Taken {
+    seq: i64,
+    nonce: String,
+    count: u32,
+    id: String,
+    body: String,
+    attributes: String,
+    published: i64,
+}
+
+/// What one receive took, and what it must write before answering.
+#[derive(Default)]
+struct Pick {
+    taken: Vec<Taken>,
+    /// Redeliveries: (seq, receive count) to store before handing them out.
+    recounts: Vec<(i64, u32)>,
+    /// Entries past `max_receives`: (seq, receive count) to move to dead letters.
+    dead: Vec<(i64, u32)>,
+}
+
+impl SqliteStore {
+    /// One receive that does not wait: up to `max` visible messages, or none.
+    pub(super) async fn receive_now(
+        &self,
+        key: QueueKey,
+        max: u32,
+        visibility_s: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.bus_owner.claim()?;
+        let now = to_micros(self.clock.now());
+        let until = now + i64::from(visibility_s) * 1_000_000;
+        let max_receives = self.readers.read(|conn| max_receives(conn, &key))?;
+        let queue = self.leases.queue(key.clone());
+        let pick = {
+            // Held while reading: see the ordering note in `leases`.
+            let mut leases = queue.lock();
+            self.readers
+                .read(|conn| pick(conn, &key, &mut leases, max, max_receives, now, until))?
+        };
+        if !pick.recounts.is_empty() || !pick.dead.is_empty() {
+            let (recounts, dead) = (pick.recounts, pick.dead);
+            let store = self.clone();
+            let queue = queue.clone();
+            let taken: Vec<i64> = pick.taken.iter().map(|t| t.seq).collect();
+            // A task of its own, so a cancelled caller still releases what it held.
+            tokio::spawn(async move {
+                let dead_seqs: Vec<i64> = dead.iter().map(|(seq, _)| *seq).collect();
+                let written = store
+                    .writer
+                    .execute(move |conn| store_receive_counts(conn, &recounts, &dead))
+                    .await;
+                let mut leases = queue.lock();
+                for seq in dead_seqs {
+                    leases.release(seq);
+                }
+                if written.is_err() {
+                    // Not handed out after all: visible again at once.
+                    for seq in taken {
+                        leases.release(seq);
+                    }
+                }
+                written
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("receive task: {e}")))??;
+        }
+        pick.taken
+            .into_iter()
+            .map(|t| {
+                Ok(Delivery {
+                    receipt: format!("{}-{}", t.seq, t.nonce),
+                    receive_count: t.count,
+                    id: t.id,
+                    body: json_value(&t.body)?,
+                    attributes: json_map(&t.attributes)?,
+                    published_at: from_micros(t.published)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the deliveries `receipts` name; returns the receipts that were not
+    /// current (unknown, stale, another queue's, or settled meanwhile).
+    pub(super) async fn ack_receipts(
+        &self,
+        key: QueueKey,
+        receipts: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        self.bus_owner.claim()?;
+        let Some(queue) = self.leases.existing(&key) else {
+            return Ok(receipts);
+        };
+        let mut not_current = Vec::new();
+        let mut settling = Vec::new();
+        {
+            let mut leases = queue.lock();
+            for receipt in receipts {
+                let started = parse_receipt(&receipt)
+                    .and_then(|(seq, nonce)| leases.start_settling(seq, nonce).map(|_| seq));
+                match started {
+                    Some(seq) => settling.push((seq, receipt)),
+                    None => not_current.push(receipt),
+                }
+            }
+        }
+        if settling.is_empty() {
+            return Ok(not_current);
+        }
+        let store = self.clone();
+        let seqs: Vec<i64> = settling.iter().map(|(seq, _)| *seq).collect();
+        let deleted = tokio::spawn(async move {
+            let written_seqs = seqs.clone();
+            let written = store
+                .writer
+                .execute(move |conn| delete_entries(conn, &key, &written_seqs))
+                .await;
+            let mut leases = queue.lock();
+            for seq in seqs {
+                match written {
+                    Ok(_) => leases.release(seq),
+                    Err(_) => leases.stop_settling(seq),
+                }
+            }
+            written
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("ack task: {e}")))??;
+        for ((_, receipt), gone) in settling.into_iter().zip(deleted) {
+            if !gone {
+                not_current.push(receipt);
+            }
+        }
+        Ok(not_current)
+    }
+
+    /// Makes the delivery `receipt` names visible again after `delay_s`, keeping
+    /// its receive count; `false` when the receipt is not current.
+    pub(super) async fn nack_receipt(
+        &self,
+        key: QueueKey,
+        receipt: &str,
+        delay_s: u32,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
+        self.bus_owner.claim()?;
+        let Some(queue) = self.leases.existing(&key) else {
+            return Ok(false);
+        };
+        let Some((seq, nonce)) = parse_receipt(receipt) else {
+            return Ok(false);
+        };
+        let Some(count) = queue.lock().start_settling(seq, nonce) else {
+            return Ok(false);
+        };
+        let visible_at = to_micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
+        let store = self.clone();
+        tokio::spawn(async move {
+            let written = store
+                .writer
+                .execute(move |conn| {
+                    let (tenant, topic, name) = &key;
+                    let changed = conn
+                        .prepare_cached(
+                            "UPDATE deliveries SET visible_at = ?5, receive_count = ?6, receipt = NULL,
+                                last_error = coalesce(?7, last_error)
+                             WHERE seq = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                        )?
+                        .execute(params![seq, tenant, topic, name, visible_at, count, error])?;
+                    Ok(changed == 1)
+                })
+                .await;
+            let mut leases = queue.lock();
+            match written {
+                Ok(_) => leases.release(seq),
+                Err(_) => leases.stop_settling(seq),
+            }
+            written
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("nack task: {e}")))?
+    }
+
+    /// Messages of the queue held by receivers at `now`.
+    pub(super) fn leased(&self, key: &QueueKey, now: i64) -> u64 {
+        self.leases
+            .existing(key)
+            .map_or(0, |queue| queue.lock().in_flight(now))
+    }
+}
+
+fn max_receives(conn: &Connection, (tenant, topic, name): &QueueKey) -> StoreResult<u32> {
+    conn.prepare_cached(
+        "SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3",
+    )?
+    .query_row(params![tenant, topic, name], |r| r.get(0))
+    .optional()?
+    .ok_or_else(|| StoreError::InvalidInput {
+        field: "subscription",
+        why: "no such subscription".into(),
+    })
+}
+
+/// Takes up to `max` visible entries that nobody holds, oldest first, leasing them
+/// until `until`.
+fn pick(
+    conn: &Connection,
+    (tenant, topic, name): &QueueKey,
+    leases: &mut QueueLeases,
+    max: u32,
+    max_receives: u32,
+    now: i64,
+    until: i64,
+) -> StoreResult<Pick> {
+    // Every held entry may come first, so read past as many of them as are held.
+    let limit = i64::from(max) + leases.in_flight(now) as i64;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, receive_count, message_id, body, attributes, published_at
+         FROM deliveries
+         WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
+           AND state = 0 AND visible_at <= ?4
+         ORDER BY visible_at, seq LIMIT ?5",
+    )?;
+    let mut rows = stmt.query(params![tenant, topic, name, now, limit])?;
+    let mut pick = Pick::default();
+    while pick.taken.len() < max as usize {
+        let Some(row) = rows.next()? else { break };
+        let seq: i64 = row.get(0)?;
+        let received_before = match leases.claim(seq, row.get(1)?, now) {
+            Claim::Held => continue,
+            Claim::Free { received_before } => received_before,
+        };
+        if received_before >= max_receives {
+            leases.hold_for_settling(seq, received_before);
+            pick.dead.push((seq, received_before));
+            continue;
+        }
+        let count = received_before + 1;
+        if received_before > 0 {
+            pick.recounts.push((seq, count));
+        }
+        pick.taken.push(Taken {
+            seq,
+            nonce: leases.lease(seq, count, until),
+            count,
+            id: row.get(2)?,
+            body: row.get(3)?,
+            attributes: row.get(4)?,
+            published: row.get(5)?,
+        });
+    }
+    Ok(pick)
+}
+
+fn store_receive_counts(
+    conn: &Connection,
+    recounts: &[(i64, u32)],
+    dead: &[(i64, u32)],
+) -> StoreResult<()> {
+    let mut recount = conn.prepare_cached(
+        "UPDATE deliveries SET receive_count = ?2, receipt = NULL WHERE seq = ?1 AND state = 0",
+    )?;
+    for (seq, count) in recounts {
+        recount.execute(params![seq, count])?;
+    }
+    let mut bury = conn.prepare_cached(
+        "UPDATE deliveries SET state = 1, receipt = NULL, receive_count = ?2,
+            last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
+         WHERE seq = ?1 AND state = 0",
+    )?;
+    for (seq, count) in dead {
+        bury.execute(params![seq, count])?;
+    }
+    Ok(())
+}
+
+/// Deletes the queue's entries `seqs`; for each, whether it was still there.
+fn delete_entries(
+    conn: &Connection,
+    (tenant, topic, name): &QueueKey,
+    seqs: &[i64],
+) -> StoreResult<Vec<bool>> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM deliveries
+         WHERE seq = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+    )?;
+    seqs.iter()
+        .map(|seq| Ok(stmt.execute(params![seq, tenant, topic, name])? == 1))
+        .collect()
+}
