@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use keel_core::bus::BusName;
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 
 use super::{
     bus_support::{ensure_topic_row, subscription_from_row},
@@ -27,12 +28,15 @@ impl Bus for SqliteStore {
         let rows: Vec<Row> = self.readers.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT tenant_id, topic, subscription,
-                        coalesce(sum(state = 0 AND visible_at <= ?1), 0),
-                        coalesce(sum(state = 0 AND visible_at > ?1), 0),
-                        min(CASE WHEN state = 0 THEN published_at END),
-                        coalesce(sum(state = 1), 0)
-                     FROM deliveries GROUP BY tenant_id, topic, subscription",
+                    "SELECT q.tenant_id, q.topic, q.subscription,
+                        coalesce(e.ready, 0), coalesce(e.delayed, 0), e.oldest, coalesce(d.dead, 0)
+                     FROM queues q
+                     LEFT JOIN (SELECT queue, sum(visible_at <= ?1) AS ready,
+                                    sum(visible_at > ?1) AS delayed, min(published_at) AS oldest
+                                FROM queue_entries GROUP BY queue) e ON e.queue = q.id
+                     LEFT JOIN (SELECT queue, count(*) AS dead FROM dead_letters GROUP BY queue) d
+                        ON d.queue = q.id
+                     WHERE e.queue IS NOT NULL OR d.queue IS NOT NULL",
                 )?
                 .query_map([now], |r| {
                     Ok((
@@ -136,11 +140,13 @@ impl Bus for SqliteStore {
         self.fanout_budget.charge(&tenant, routed.fanout_bytes)?;
         let routed = routed.messages;
         let cache = self.bus_cache.clone();
+        let next_seq = self.next_seq.clone();
         let ids = self
             .writer
             .execute(move |conn| {
                 ensure_topic_row(conn, &tenant, &topic, now, quotas.topics_per_tenant)?;
                 cache.sweep_dedup(conn, now)?;
+                let queues = queue_ids(conn, &tenant, &topic, &routes)?;
                 let mut ids = Vec::with_capacity(routed.len());
                 for message in routed {
                     if let Some(dedup) = &message.dedup_id {
@@ -166,13 +172,14 @@ impl Bus for SqliteStore {
                         .execute(params![tenant, topic, dedup, id, now + DEDUP_WINDOW_MICROS])?;
                     }
                     if let Some((body, attrs)) = &message.texts {
+                        let mut insert = conn.prepare_cached(
+                            "INSERT INTO queue_entries
+                                (queue, seq, message_id, body, attributes, published_at, visible_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        )?;
                         for &route in &message.matched {
-                            conn.prepare_cached(
-                                "INSERT INTO deliveries
-                                    (tenant_id, topic, subscription, message_id, body, attributes, published_at, visible_at)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                            )?
-                            .execute(params![tenant, topic, routes[route].0, id, body, attrs, now])?;
+                            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                            insert.execute(params![queues[route], seq, id, body, attrs, now])?;
                         }
                     }
                     // With no matching subscription the message is accepted and
@@ -231,6 +238,10 @@ impl Bus for SqliteStore {
                     json_text(&row.delivery.retry_backoff_s)?,
                     to_micros(now)
                 ])?;
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO queues (tenant_id, topic, subscription) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![tenant, row.topic.as_str(), row.name.as_str()])?;
                 // Counted after the write, inside its savepoint: over the quota
                 // undoes it, and concurrent requests cannot overshoot together.
                 let (subscriptions, webhooks): (i64, i64) = conn
@@ -336,16 +347,23 @@ impl Bus for SqliteStore {
             let (depth, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
                 .prepare_cached(
                     "SELECT
-                        coalesce(sum(d.state = 0 AND d.visible_at <= ?4), 0),
-                        coalesce(sum(d.state = 0 AND d.visible_at > ?4), 0),
-                        min(CASE WHEN d.state = 0 THEN d.published_at END),
-                        coalesce(sum(d.state = 1), 0)
-                     FROM deliveries d
-                     WHERE d.tenant_id = ?1 AND d.topic = ?2 AND d.subscription = ?3",
+                        coalesce(sum(e.visible_at <= ?4), 0),
+                        coalesce(sum(e.visible_at > ?4), 0),
+                        min(e.published_at),
+                        (SELECT count(*) FROM dead_letters d WHERE d.queue = q.id)
+                     FROM queues q LEFT JOIN queue_entries e ON e.queue = q.id
+                     WHERE q.tenant_id = ?1 AND q.topic = ?2 AND q.subscription = ?3",
                 )?
                 .query_row(
                     params![tenant.as_str(), topic.as_str(), name.as_str(), now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                        ))
+                    },
                 )?;
             // Leased entries look visible in the table; the leases say otherwise.
             let held = self.leased(&queue_key(tenant, topic, name), now);
@@ -369,10 +387,10 @@ impl Bus for SqliteStore {
             self.readers.read(|conn| {
                 Ok(conn
                 .prepare_cached(
-                    "SELECT message_id, body, attributes, published_at, receive_count, last_error
-                     FROM deliveries
-                     WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3 AND state = 1
-                     ORDER BY seq LIMIT ?4",
+                    "SELECT d.message_id, d.body, d.attributes, d.published_at, d.receive_count, d.last_error
+                     FROM queues q JOIN dead_letters d ON d.queue = q.id
+                     WHERE q.tenant_id = ?1 AND q.topic = ?2 AND q.subscription = ?3
+                     ORDER BY d.seq LIMIT ?4",
                 )?
                 .query_map(params![tenant.as_str(), topic.as_str(), name.as_str(), limit], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
@@ -411,17 +429,33 @@ impl Bus for SqliteStore {
         let moved = self
             .writer
             .execute(move |conn| {
-                let reset = "UPDATE deliveries SET state = 0, receive_count = 0, visible_at = ?4, receipt = NULL
-                             WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3 AND state = 1";
+                let Some(queue) = conn
+                    .prepare_cached(
+                        "SELECT id FROM queues WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3",
+                    )?
+                    .query_row(params![tenant, topic, name], |r| r.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    return Ok(0);
+                };
+                // Back in its old place, received afresh; its last error is kept.
+                let revive = "INSERT INTO queue_entries
+                        (queue, seq, message_id, body, attributes, published_at, visible_at, receive_count, last_error)
+                     SELECT queue, seq, message_id, body, attributes, published_at, ?2, 0, last_error
+                     FROM dead_letters WHERE queue = ?1";
+                let forget = "DELETE FROM dead_letters WHERE queue = ?1";
                 let moved = match ids {
-                    None => conn.prepare_cached(reset)?.execute(params![tenant, topic, name, now])?,
+                    None => {
+                        conn.prepare_cached(revive)?.execute(params![queue, now])?;
+                        conn.prepare_cached(forget)?.execute([queue])?
+                    }
                     Some(ids) => {
-                        let mut stmt = conn.prepare_cached(&format!(
-                            "{reset} AND message_id = ?5"
-                        ))?;
+                        let mut revive = conn.prepare_cached(&format!("{revive} AND message_id = ?3"))?;
+                        let mut forget = conn.prepare_cached(&format!("{forget} AND message_id = ?2"))?;
                         let mut moved = 0;
                         for id in &ids {
-                            moved += stmt.execute(params![tenant, topic, name, now, id])?;
+                            revive.execute(params![queue, now, id])?;
+                            moved += forget.execute(params![queue, id])?;
                         }
                         moved
                     }
@@ -436,6 +470,23 @@ impl Bus for SqliteStore {
 
 /// How often a waiting receive looks again without a wake-up.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The queue ids of a topic's routes, in the routes' order (inside the publish's
+/// transaction: a route is a subscription, and every subscription has its queue).
+fn queue_ids(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    topic: &str,
+    routes: &crate::routing::Routes,
+) -> StoreResult<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM queues WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3",
+    )?;
+    routes
+        .iter()
+        .map(|(name, ..)| Ok(stmt.query_row(params![tenant, topic, name], |r| r.get(0))?))
+        .collect()
+}
 
 fn queue_key(tenant: &TenantId, topic: &BusName, name: &BusName) -> QueueKey {
     (

@@ -47,13 +47,13 @@ impl SqliteStore {
         self.bus_owner.claim()?;
         let now = to_micros(self.clock.now());
         let until = now + i64::from(visibility_s) * 1_000_000;
-        let max_receives = self.readers.read(|conn| max_receives(conn, &key))?;
-        let queue = self.leases.queue(key.clone());
+        let (id, max_receives) = self.readers.read(|conn| queue_of(conn, &key))?;
+        let queue = self.leases.queue(key, id);
         let pick = {
             // Held while reading: see the ordering note in `leases`.
             let mut leases = queue.lock();
             self.readers
-                .read(|conn| pick(conn, &key, &mut leases, max, max_receives, now, until))?
+                .read(|conn| pick(conn, &mut leases, max, max_receives, now, until))?
         };
         if !pick.recounts.is_empty() || !pick.dead.is_empty() {
             let (recounts, dead) = (pick.recounts, pick.dead);
@@ -65,7 +65,7 @@ impl SqliteStore {
                 let dead_seqs: Vec<i64> = dead.iter().map(|(seq, _)| *seq).collect();
                 let written = store
                     .writer
-                    .execute(move |conn| store_receive_counts(conn, &recounts, &dead))
+                    .execute(move |conn| store_receive_counts(conn, id, &recounts, &dead))
                     .await;
                 let mut leases = queue.lock();
                 for seq in dead_seqs {
@@ -126,11 +126,12 @@ impl SqliteStore {
         }
         let store = self.clone();
         let seqs: Vec<i64> = settling.iter().map(|(seq, _)| *seq).collect();
+        let id = queue.lock().id;
         let deleted = tokio::spawn(async move {
             let written_seqs = seqs.clone();
             let written = store
                 .writer
-                .execute(move |conn| delete_entries(conn, &key, &written_seqs))
+                .execute(move |conn| delete_entries(conn, id, &written_seqs))
                 .await;
             let mut leases = queue.lock();
             for seq in seqs {
@@ -167,8 +168,12 @@ impl SqliteStore {
         let Some((seq, nonce)) = parse_receipt(receipt) else {
             return Ok(false);
         };
-        let Some(count) = queue.lock().start_settling(seq, nonce) else {
-            return Ok(false);
+        let (id, count) = {
+            let mut leases = queue.lock();
+            let Some(count) = leases.start_settling(seq, nonce) else {
+                return Ok(false);
+            };
+            (leases.id, count)
         };
         let visible_at = to_micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
         let store = self.clone();
@@ -176,14 +181,13 @@ impl SqliteStore {
             let written = store
                 .writer
                 .execute(move |conn| {
-                    let (tenant, topic, name) = &key;
                     let changed = conn
                         .prepare_cached(
-                            "UPDATE deliveries SET visible_at = ?5, receive_count = ?6, receipt = NULL,
-                                last_error = coalesce(?7, last_error)
-                             WHERE seq = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
+                            "UPDATE queue_entries SET visible_at = ?3, receive_count = ?4,
+                                last_error = coalesce(?5, last_error)
+                             WHERE queue = ?1 AND seq = ?2",
                         )?
-                        .execute(params![seq, tenant, topic, name, visible_at, count, error])?;
+                        .execute(params![id, seq, visible_at, count, error])?;
                     Ok(changed == 1)
                 })
                 .await;
@@ -206,11 +210,14 @@ impl SqliteStore {
     }
 }
 
-fn max_receives(conn: &Connection, (tenant, topic, name): &QueueKey) -> StoreResult<u32> {
+/// The queue's id and its subscription's `max_receives`.
+fn queue_of(conn: &Connection, (tenant, topic, name): &QueueKey) -> StoreResult<(i64, u32)> {
     conn.prepare_cached(
-        "SELECT max_receives FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2 AND name = ?3",
+        "SELECT q.id, s.max_receives FROM subscriptions s
+         JOIN queues q ON q.tenant_id = s.tenant_id AND q.topic = s.topic AND q.subscription = s.name
+         WHERE s.tenant_id = ?1 AND s.topic = ?2 AND s.name = ?3",
     )?
-    .query_row(params![tenant, topic, name], |r| r.get(0))
+    .query_row(params![tenant, topic, name], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()?
     .ok_or_else(|| StoreError::InvalidInput {
         field: "subscription",
@@ -219,10 +226,9 @@ fn max_receives(conn: &Connection, (tenant, topic, name): &QueueKey) -> StoreRes
 }
 
 /// Takes up to `max` visible entries that nobody holds, oldest first, leasing them
-/// until `until`.
+/// until `until`. Entries a nack delayed are passed over where they stand.
 fn pick(
     conn: &Connection,
-    (tenant, topic, name): &QueueKey,
     leases: &mut QueueLeases,
     max: u32,
     max_receives: u32,
@@ -233,12 +239,12 @@ fn pick(
     let limit = i64::from(max) + leases.in_flight(now) as i64;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, receive_count, message_id, body, attributes, published_at
-         FROM deliveries
-         WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3
-           AND state = 0 AND visible_at <= ?4
-         ORDER BY visible_at, seq LIMIT ?5",
+         FROM queue_entries
+         WHERE queue = ?1 AND visible_at <= ?2
+         ORDER BY seq LIMIT ?3",
     )?;
-    let mut rows = stmt.query(params![tenant, topic, name, now, limit])?;
+    let queue = leases.id;
+    let mut rows = stmt.query(params![queue, now, limit])?;
     let mut pick = Pick::default();
     while pick.taken.len() < max as usize {
         let Some(row) = rows.next()? else { break };
@@ -271,37 +277,37 @@ fn pick(
 
 fn store_receive_counts(
     conn: &Connection,
+    queue: i64,
     recounts: &[(i64, u32)],
     dead: &[(i64, u32)],
 ) -> StoreResult<()> {
     let mut recount = conn.prepare_cached(
-        "UPDATE deliveries SET receive_count = ?2, receipt = NULL WHERE seq = ?1 AND state = 0",
+        "UPDATE queue_entries SET receive_count = ?3 WHERE queue = ?1 AND seq = ?2",
     )?;
     for (seq, count) in recounts {
-        recount.execute(params![seq, count])?;
+        recount.execute(params![queue, seq, count])?;
     }
     let mut bury = conn.prepare_cached(
-        "UPDATE deliveries SET state = 1, receipt = NULL, receive_count = ?2,
-            last_error = coalesce(last_error, 'not acknowledged within its visibility timeout')
-         WHERE seq = ?1 AND state = 0",
+        "INSERT INTO dead_letters
+            (queue, seq, message_id, body, attributes, published_at, receive_count, last_error)
+         SELECT queue, seq, message_id, body, attributes, published_at, ?3,
+            coalesce(last_error, 'not acknowledged within its visibility timeout')
+         FROM queue_entries WHERE queue = ?1 AND seq = ?2",
     )?;
+    let mut remove =
+        conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?;
     for (seq, count) in dead {
-        bury.execute(params![seq, count])?;
+        bury.execute(params![queue, seq, count])?;
+        remove.execute(params![queue, seq])?;
     }
     Ok(())
 }
 
 /// Deletes the queue's entries `seqs`; for each, whether it was still there.
-fn delete_entries(
-    conn: &Connection,
-    (tenant, topic, name): &QueueKey,
-    seqs: &[i64],
-) -> StoreResult<Vec<bool>> {
-    let mut stmt = conn.prepare_cached(
-        "DELETE FROM deliveries
-         WHERE seq = ?1 AND tenant_id = ?2 AND topic = ?3 AND subscription = ?4 AND state = 0",
-    )?;
+fn delete_entries(conn: &Connection, queue: i64, seqs: &[i64]) -> StoreResult<Vec<bool>> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?;
     seqs.iter()
-        .map(|seq| Ok(stmt.execute(params![seq, tenant, topic, name])? == 1))
+        .map(|seq| Ok(stmt.execute(params![queue, seq])? == 1))
         .collect()
 }

@@ -37,10 +37,19 @@ pub(super) struct Leases {
 }
 
 impl Leases {
-    /// The queue's leases, made on first use: only for a subscription that exists
-    /// (tenants choose the names).
-    pub(super) fn queue(&self, key: QueueKey) -> Arc<Mutex<QueueLeases>> {
-        self.queues.lock().entry(key).or_default().clone()
+    /// The leases of the queue `id`, made on first use: only for a subscription
+    /// that exists (tenants choose the names).
+    pub(super) fn queue(&self, key: QueueKey, id: i64) -> Arc<Mutex<QueueLeases>> {
+        self.queues
+            .lock()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(QueueLeases {
+                    id,
+                    by_seq: HashMap::new(),
+                }))
+            })
+            .clone()
     }
 
     /// The queue's leases if anything was ever received from it.
@@ -67,8 +76,9 @@ impl Leases {
 }
 
 /// The leases of one queue, by the message's queue-entry sequence number.
-#[derive(Default)]
 pub(super) struct QueueLeases {
+    /// The queue's row id (`queues.id`).
+    pub(super) id: i64,
     by_seq: HashMap<i64, Lease>,
 }
 

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "server_secrets",
         include_str!("../../migrations/sqlite/0004_server_secrets.sql"),
     ),
+    (
+        5,
+        "queue_entries",
+        include_str!("../../migrations/sqlite/0005_queue_entries.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

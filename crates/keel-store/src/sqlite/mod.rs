@@ -41,6 +41,9 @@ pub struct SqliteStore {
     /// Messages in flight, held in memory by the one process serving the bus.
     leases: Arc<leases::Leases>,
     bus_owner: Arc<leases::BusOwner>,
+    /// The next queue entry's sequence number; only writer jobs take from it (a
+    /// job rolled back leaves a gap, which nothing minds).
+    next_seq: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SqliteStore {
@@ -56,6 +59,7 @@ impl SqliteStore {
         create_private_file(path)?;
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
+        let next_seq = last_queue_seq(&conn)? + 1;
         Ok(Self {
             writer: writer::Writer::start(conn),
             readers: Arc::new(readers::Readers::new(path.to_owned())),
@@ -69,6 +73,7 @@ impl SqliteStore {
             )),
             leases: Arc::default(),
             bus_owner: Arc::new(leases::BusOwner::new(path)),
+            next_seq: Arc::new(next_seq.into()),
         })
     }
 
@@ -90,6 +95,19 @@ impl SqliteStore {
     pub fn commit_stats(&self) -> Arc<crate::WriteStats> {
         self.writer.stats.clone()
     }
+}
+
+/// The highest sequence number any queue entry or dead letter has: one seek per
+/// queue, as both tables are ordered by (queue, seq).
+fn last_queue_seq(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(m), 0) FROM (
+            SELECT (SELECT max(seq) FROM queue_entries WHERE queue = q.id) AS m FROM queues q
+            UNION ALL
+            SELECT (SELECT max(seq) FROM dead_letters WHERE queue = q.id) FROM queues q)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Creates the database file (and its folder) readable by this user only — the
