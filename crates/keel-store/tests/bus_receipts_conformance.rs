@@ -121,6 +121,35 @@ async fn max_receives_dead_letters_and_redrive_brings_them_back(kind: Kind) {
     );
 }
 
+/// Two operators pressing "redrive all" at once: each dead letter goes back once,
+/// and neither request fails.
+async fn concurrent_redrives_move_each_dead_letter_once(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 1)
+        .await;
+    for n in 0..6 {
+        f.publish("t", json!(n), json!({}), None).await;
+    }
+    assert_eq!(f.receive("t", "q", 10).await.len(), 6);
+    f.advance(VISIBILITY + 1);
+    assert!(
+        f.receive("t", "q", 10).await.is_empty(),
+        "all dead-lettered"
+    );
+    let (t, q) = (name_of("t"), name_of("q"));
+    let redrive = || f.a.bus.redrive(&f.tenant, &t, &q, None);
+    let (a, b) = tokio::join!(redrive(), redrive());
+    assert_eq!(a.unwrap() + b.unwrap(), 6);
+    let mut back: Vec<_> = f
+        .receive("t", "q", 10)
+        .await
+        .into_iter()
+        .map(|d| d.body)
+        .collect();
+    back.sort_by_key(|b| b.as_i64());
+    assert_eq!(back, (0..6).map(|n| json!(n)).collect::<Vec<_>>());
+}
+
 async fn nack_delays_and_records_the_error(kind: Kind) {
     let Some(f) = fixture(kind).await else { return };
     f.subscribe("t", "q", None, FilterScope::Attributes, 1)
@@ -281,4 +310,5 @@ on_every_bus!(
     a_receipt_acks_only_its_own_queue,
     receipts_of_queues_receiving_in_step_do_not_mix,
     a_nack_retires_its_receipt,
+    concurrent_redrives_move_each_dead_letter_once,
 );

@@ -156,11 +156,28 @@ impl NatsBus {
                 .map_err(|e| unavailable("redriving", e))?
                 .await
                 .map_err(|e| unavailable("redriving", e))?;
-            dead.delete_message(sequence)
-                .await
-                .map_err(|e| unavailable("removing a redriven dead letter", e))?;
-            moved += 1;
+            match dead.delete_message(sequence).await {
+                Ok(_) => moved += 1,
+                // A concurrent redrive moved it first (its republish and ours
+                // share a message id, so the queue holds it once).
+                Err(e) if already_deleted(&e) => {}
+                Err(e) => return Err(unavailable("removing a redriven dead letter", e)),
+            }
         }
         Ok(moved)
+    }
+}
+
+/// Whether deleting a stream message failed because it was gone: newer servers
+/// say so with their own code, nats-server 2.9 with "delete failed" and the reason
+/// in its text.
+fn already_deleted(e: &jetstream::stream::DeleteMessageError) -> bool {
+    match e.kind() {
+        jetstream::stream::DeleteMessageErrorKind::JetStream(error) => {
+            error.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+                || (error.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                    && error.to_string().contains("no message found"))
+        }
+        _ => false,
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::AckKind};
 use bytes::Bytes;
-use futures::{future::try_join_all, StreamExt};
+use futures::{future::join_all, StreamExt};
 use keel_core::{bus::BusName, filter::FilterPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -207,13 +207,30 @@ impl NatsBus {
         batch: Vec<jetstream::Message>,
         visibility_s: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        let taken = try_join_all(
+        let results = join_all(
             batch
                 .into_iter()
                 .map(|message| self.take(reader, message, visibility_s)),
         )
-        .await?;
-        Ok(taken.into_iter().flatten().collect())
+        .await;
+        // JetStream has counted every one of these deliveries: hand out those that
+        // were taken, rather than fail them all for one. A message that failed
+        // stays pending and is redelivered after the ack wait.
+        let mut taken = Vec::with_capacity(results.len());
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(delivery) => taken.extend(delivery),
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking a JetStream delivery failed; it will be redelivered");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if taken.is_empty() => Err(e),
+            _ => Ok(taken),
+        }
     }
 
     /// Turns one fetched message into a delivery, or settles it unseen: a message
