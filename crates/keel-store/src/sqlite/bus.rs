@@ -29,14 +29,18 @@ impl Bus for SqliteStore {
             Ok(conn
                 .prepare_cached(
                     "SELECT q.tenant_id, q.topic, q.subscription,
-                        coalesce(e.ready, 0), coalesce(e.delayed, 0), e.oldest, coalesce(d.dead, 0)
+                        coalesce(e.ready, 0) + coalesce(w.due, 0), coalesce(w.waiting, 0),
+                        min(coalesce(e.oldest, w.oldest), coalesce(w.oldest, e.oldest)),
+                        coalesce(d.dead, 0)
                      FROM queues q
-                     LEFT JOIN (SELECT queue, sum(visible_at <= ?1) AS ready,
-                                    sum(visible_at > ?1) AS delayed, min(published_at) AS oldest
+                     LEFT JOIN (SELECT queue, count(*) AS ready, min(published_at) AS oldest
                                 FROM queue_entries GROUP BY queue) e ON e.queue = q.id
+                     LEFT JOIN (SELECT queue, sum(visible_at <= ?1) AS due,
+                                    sum(visible_at > ?1) AS waiting, min(published_at) AS oldest
+                                FROM delayed_entries GROUP BY queue) w ON w.queue = q.id
                      LEFT JOIN (SELECT queue, count(*) AS dead FROM dead_letters GROUP BY queue) d
                         ON d.queue = q.id
-                     WHERE e.queue IS NOT NULL OR d.queue IS NOT NULL",
+                     WHERE e.queue IS NOT NULL OR w.queue IS NOT NULL OR d.queue IS NOT NULL",
                 )?
                 .query_map([now], |r| {
                     Ok((
@@ -174,8 +178,8 @@ impl Bus for SqliteStore {
                     if let Some((body, attrs)) = &message.texts {
                         let mut insert = conn.prepare_cached(
                             "INSERT INTO queue_entries
-                                (queue, seq, message_id, body, attributes, published_at, visible_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                                (queue, seq, message_id, body, attributes, published_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?;
                         for &route in &message.matched {
                             let seq = next_seq.fetch_add(1, Ordering::Relaxed);
@@ -347,11 +351,15 @@ impl Bus for SqliteStore {
             let (depth, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
                 .prepare_cached(
                     "SELECT
-                        coalesce(sum(e.visible_at <= ?4), 0),
-                        coalesce(sum(e.visible_at > ?4), 0),
-                        min(e.published_at),
-                        (SELECT count(*) FROM dead_letters d WHERE d.queue = q.id)
-                     FROM queues q LEFT JOIN queue_entries e ON e.queue = q.id
+                        (SELECT count(*) FROM queue_entries WHERE queue = q.id)
+                          + (SELECT count(*) FROM delayed_entries WHERE queue = q.id AND visible_at <= ?4),
+                        (SELECT count(*) FROM delayed_entries WHERE queue = q.id AND visible_at > ?4),
+                        (SELECT min(p) FROM (
+                            SELECT min(published_at) AS p FROM queue_entries WHERE queue = q.id
+                            UNION ALL
+                            SELECT min(published_at) FROM delayed_entries WHERE queue = q.id)),
+                        (SELECT count(*) FROM dead_letters WHERE queue = q.id)
+                     FROM queues q
                      WHERE q.tenant_id = ?1 AND q.topic = ?2 AND q.subscription = ?3",
                 )?
                 .query_row(
@@ -425,7 +433,6 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             name.as_str().to_owned(),
         );
-        let now = to_micros(self.clock.now());
         let moved = self
             .writer
             .execute(move |conn| {
@@ -440,21 +447,21 @@ impl Bus for SqliteStore {
                 };
                 // Back in its old place, received afresh; its last error is kept.
                 let revive = "INSERT INTO queue_entries
-                        (queue, seq, message_id, body, attributes, published_at, visible_at, receive_count, last_error)
-                     SELECT queue, seq, message_id, body, attributes, published_at, ?2, 0, last_error
+                        (queue, seq, message_id, body, attributes, published_at, receive_count, last_error)
+                     SELECT queue, seq, message_id, body, attributes, published_at, 0, last_error
                      FROM dead_letters WHERE queue = ?1";
                 let forget = "DELETE FROM dead_letters WHERE queue = ?1";
                 let moved = match ids {
                     None => {
-                        conn.prepare_cached(revive)?.execute(params![queue, now])?;
+                        conn.prepare_cached(revive)?.execute([queue])?;
                         conn.prepare_cached(forget)?.execute([queue])?
                     }
                     Some(ids) => {
-                        let mut revive = conn.prepare_cached(&format!("{revive} AND message_id = ?3"))?;
+                        let mut revive = conn.prepare_cached(&format!("{revive} AND message_id = ?2"))?;
                         let mut forget = conn.prepare_cached(&format!("{forget} AND message_id = ?2"))?;
                         let mut moved = 0;
                         for id in &ids {
-                            revive.execute(params![queue, now, id])?;
+                            revive.execute(params![queue, id])?;
                             moved += forget.execute(params![queue, id])?;
                         }
                         moved

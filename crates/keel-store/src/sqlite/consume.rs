@@ -47,7 +47,15 @@ impl SqliteStore {
         self.bus_owner.claim()?;
         let now = to_micros(self.clock.now());
         let until = now + i64::from(visibility_s) * 1_000_000;
-        let (id, max_receives) = self.readers.read(|conn| queue_of(conn, &key))?;
+        let (id, max_receives, due) = self.readers.read(|conn| {
+            let (id, max_receives) = queue_of(conn, &key)?;
+            Ok((id, max_receives, delayed_due(conn, id, now)?))
+        })?;
+        if due {
+            self.writer
+                .execute(move |conn| return_due_entries(conn, id, now))
+                .await?;
+        }
         let queue = self.leases.queue(key, id);
         let pick = {
             // Held while reading: see the ordering note in `leases`.
@@ -180,16 +188,7 @@ impl SqliteStore {
         tokio::spawn(async move {
             let written = store
                 .writer
-                .execute(move |conn| {
-                    let changed = conn
-                        .prepare_cached(
-                            "UPDATE queue_entries SET visible_at = ?3, receive_count = ?4,
-                                last_error = coalesce(?5, last_error)
-                             WHERE queue = ?1 AND seq = ?2",
-                        )?
-                        .execute(params![id, seq, visible_at, count, error])?;
-                    Ok(changed == 1)
-                })
+                .execute(move |conn| delay_entry(conn, id, seq, visible_at, count, error))
                 .await;
             let mut leases = queue.lock();
             match written {
@@ -226,7 +225,8 @@ fn queue_of(conn: &Connection, (tenant, topic, name): &QueueKey) -> StoreResult<
 }
 
 /// Takes up to `max` visible entries that nobody holds, oldest first, leasing them
-/// until `until`. Entries a nack delayed are passed over where they stand.
+/// until `until`. The table holds only entries ready or leased (a nack's delay
+/// moves an entry out), so the scan reads past no more than the leased ones.
 fn pick(
     conn: &Connection,
     leases: &mut QueueLeases,
@@ -239,12 +239,10 @@ fn pick(
     let limit = i64::from(max) + leases.in_flight(now) as i64;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, receive_count, message_id, body, attributes, published_at
-         FROM queue_entries
-         WHERE queue = ?1 AND visible_at <= ?2
-         ORDER BY seq LIMIT ?3",
+         FROM queue_entries WHERE queue = ?1 ORDER BY seq LIMIT ?2",
     )?;
     let queue = leases.id;
-    let mut rows = stmt.query(params![queue, now, limit])?;
+    let mut rows = stmt.query(params![queue, limit])?;
     let mut pick = Pick::default();
     while pick.taken.len() < max as usize {
         let Some(row) = rows.next()? else { break };
@@ -273,6 +271,60 @@ fn pick(
         });
     }
     Ok(pick)
+}
+
+/// Whether any of the queue's delayed entries is due at `now`.
+fn delayed_due(conn: &Connection, queue: i64, now: i64) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM delayed_entries WHERE queue = ?1 AND visible_at <= ?2)",
+        )?
+        .query_row(params![queue, now], |r| r.get(0))?)
+}
+
+/// Moves the queue's due delayed entries back among the ready ones, in their old
+/// place (their seq).
+fn return_due_entries(conn: &Connection, queue: i64, now: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO queue_entries
+            (queue, seq, message_id, body, attributes, published_at, receive_count, last_error)
+         SELECT queue, seq, message_id, body, attributes, published_at, receive_count, last_error
+         FROM delayed_entries WHERE queue = ?1 AND visible_at <= ?2",
+    )?
+    .execute(params![queue, now])?;
+    conn.prepare_cached("DELETE FROM delayed_entries WHERE queue = ?1 AND visible_at <= ?2")?
+        .execute(params![queue, now])?;
+    Ok(())
+}
+
+/// A nack: stores the receive count and the error, and moves the entry out of the
+/// ready ones until `visible_at`; `false` when the entry is gone.
+fn delay_entry(
+    conn: &Connection,
+    queue: i64,
+    seq: i64,
+    visible_at: i64,
+    count: u32,
+    error: Option<String>,
+) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE queue_entries SET receive_count = ?3, last_error = coalesce(?4, last_error)
+             WHERE queue = ?1 AND seq = ?2",
+        )?
+        .execute(params![queue, seq, count, error])?;
+    if changed == 1 {
+        conn.prepare_cached(
+            "INSERT INTO delayed_entries
+                (queue, visible_at, seq, message_id, body, attributes, published_at, receive_count, last_error)
+             SELECT queue, ?3, seq, message_id, body, attributes, published_at, receive_count, last_error
+             FROM queue_entries WHERE queue = ?1 AND seq = ?2",
+        )?
+        .execute(params![queue, seq, visible_at])?;
+        conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?
+            .execute(params![queue, seq])?;
+    }
+    Ok(changed == 1)
 }
 
 fn store_receive_counts(

@@ -97,14 +97,17 @@ impl SqliteStore {
     }
 }
 
-/// The highest sequence number any queue entry or dead letter has: one seek per
-/// queue, as both tables are ordered by (queue, seq).
+/// The highest sequence number any queue entry, delayed entry or dead letter has:
+/// a seek per queue in the tables ordered by (queue, seq), a scan of the queue's
+/// delayed entries.
 fn last_queue_seq(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row(
         "SELECT coalesce(max(m), 0) FROM (
             SELECT (SELECT max(seq) FROM queue_entries WHERE queue = q.id) AS m FROM queues q
             UNION ALL
-            SELECT (SELECT max(seq) FROM dead_letters WHERE queue = q.id) FROM queues q)",
+            SELECT (SELECT max(seq) FROM dead_letters WHERE queue = q.id) FROM queues q
+            UNION ALL
+            SELECT (SELECT max(seq) FROM delayed_entries WHERE queue = q.id) FROM queues q)",
         [],
         |r| r.get(0),
     )?)
