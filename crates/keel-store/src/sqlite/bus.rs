@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 
 use super::{
-    bus_support::{ensure_topic_row, subscription_from_row},
+    bus_support::{ensure_topic_row, subscription_from_row, TopicRoutes},
     from_micros,
     leases::QueueKey,
     to_micros, SqliteStore,
@@ -127,7 +127,8 @@ impl Bus for SqliteStore {
             topic.as_str().to_owned(),
             to_micros(self.clock.now()),
         );
-        let routes = self.bus_cache.routes(&self.readers, &tenant, &topic)?;
+        let TopicRoutes { routes, queues } =
+            self.bus_cache.routes(&self.readers, &tenant, &topic)?;
         let quotas = self.quotas;
         // Filters run here, on the publisher's task (a blocking thread when the
         // batch is large), never on the shared writer thread.
@@ -150,7 +151,6 @@ impl Bus for SqliteStore {
             .execute(move |conn| {
                 ensure_topic_row(conn, &tenant, &topic, now, quotas.topics_per_tenant)?;
                 cache.sweep_dedup(conn, now)?;
-                let queues = queue_ids(conn, &tenant, &topic, &routes)?;
                 let mut ids = Vec::with_capacity(routed.len());
                 for message in routed {
                     if let Some(dedup) = &message.dedup_id {
@@ -477,23 +477,6 @@ impl Bus for SqliteStore {
 
 /// How often a waiting receive looks again without a wake-up.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The queue ids of a topic's routes, in the routes' order (inside the publish's
-/// transaction: a route is a subscription, and every subscription has its queue).
-fn queue_ids(
-    conn: &rusqlite::Connection,
-    tenant: &str,
-    topic: &str,
-    routes: &crate::routing::Routes,
-) -> StoreResult<Vec<i64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM queues WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3",
-    )?;
-    routes
-        .iter()
-        .map(|(name, ..)| Ok(stmt.query_row(params![tenant, topic, name], |r| r.get(0))?))
-        .collect()
-}
 
 fn queue_key(tenant: &TenantId, topic: &BusName, name: &BusName) -> QueueKey {
     (

@@ -9,13 +9,16 @@ use std::{
     },
 };
 
-use keel_core::bus::{BusName, DeliveryPolicy};
+use keel_core::{
+    bus::{BusName, DeliveryPolicy},
+    filter::FilterPolicy,
+};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 
 use super::{from_micros, readers::Readers};
 use crate::{
-    bus::Subscription,
+    bus::{FilterScope, Subscription},
     routing::{json_value, parse_route, parse_scope, Routes},
     StoreError, StoreResult,
 };
@@ -54,10 +57,19 @@ pub(super) fn ensure_topic_row(
 /// `generation` *after* it commits; a load that raced with it is not cached.
 #[derive(Default)]
 pub(super) struct BusCache {
-    routes: Mutex<HashMap<(String, String), Routes>>,
+    routes: Mutex<HashMap<(String, String), TopicRoutes>>,
     generation: AtomicU64,
     /// When expired dedup ids were last swept (µs).
     last_sweep: AtomicI64,
+}
+
+/// A topic's routes and, in the same order, the queue id of each route's
+/// subscription (a queue is made in the same write as its subscription, and
+/// neither changes its id afterwards).
+#[derive(Clone)]
+pub(super) struct TopicRoutes {
+    pub(super) routes: Routes,
+    pub(super) queues: Arc<Vec<i64>>,
 }
 
 impl BusCache {
@@ -66,13 +78,20 @@ impl BusCache {
         readers: &Readers,
         tenant: &str,
         topic: &str,
-    ) -> StoreResult<Routes> {
+    ) -> StoreResult<TopicRoutes> {
         let key = (tenant.to_owned(), topic.to_owned());
         if let Some(routes) = self.routes.lock().get(&key) {
             return Ok(routes.clone());
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let routes: Routes = Arc::new(readers.read(|conn| routing(conn, tenant, topic))?);
+        let (routes, queues) = readers
+            .read(|conn| routing(conn, tenant, topic))?
+            .into_iter()
+            .unzip();
+        let routes = TopicRoutes {
+            routes: Arc::new(routes),
+            queues: Arc::new(queues),
+        };
         let mut cached = self.routes.lock();
         if self.generation.load(Ordering::SeqCst) == generation {
             cached.insert(key, routes.clone());
@@ -100,20 +119,15 @@ impl BusCache {
     }
 }
 
-/// The subscriptions of a topic with their parsed filters.
-fn routing(
-    conn: &Connection,
-    tenant: &str,
-    topic: &str,
-) -> StoreResult<
-    Vec<(
-        String,
-        crate::bus::FilterScope,
-        keel_core::filter::FilterPolicy,
-    )>,
-> {
+/// A subscription's name and parsed filter, as `Routes` holds them.
+type Route = (String, FilterScope, FilterPolicy);
+
+/// The subscriptions of a topic with their parsed filters, each with its queue id.
+fn routing(conn: &Connection, tenant: &str, topic: &str) -> StoreResult<Vec<(Route, i64)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT name, filter, filter_scope FROM subscriptions WHERE tenant_id = ?1 AND topic = ?2",
+        "SELECT s.name, s.filter, s.filter_scope, q.id FROM subscriptions s
+         JOIN queues q ON q.tenant_id = s.tenant_id AND q.topic = s.topic AND q.subscription = s.name
+         WHERE s.tenant_id = ?1 AND s.topic = ?2",
     )?;
     let rows = stmt
         .query_map(params![tenant, topic], |r| {
@@ -121,11 +135,14 @@ fn routing(
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|(name, filter, scope)| parse_route(name, filter.as_deref(), &scope))
+        .map(|(name, filter, scope, queue)| {
+            Ok((parse_route(name, filter.as_deref(), &scope)?, queue))
+        })
         .collect()
 }
 

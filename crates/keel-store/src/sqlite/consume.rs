@@ -2,6 +2,9 @@
 //! ([`super::leases`]): a receive reads on a reader connection and writes only for
 //! redeliveries and dead letters; an ack deletes, a nack stores the retry.
 
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
@@ -65,14 +68,13 @@ impl SqliteStore {
         };
         if !pick.recounts.is_empty() || !pick.dead.is_empty() {
             let (recounts, dead) = (pick.recounts, pick.dead);
-            let store = self.clone();
-            let queue = queue.clone();
+            let writer = self.writer.clone();
             let taken: Vec<i64> = pick.taken.iter().map(|t| t.seq).collect();
             // A task of its own, so a cancelled caller still releases what it held.
+            // Not `settle`: dead-letter holds go whether or not the write stood.
             tokio::spawn(async move {
                 let dead_seqs: Vec<i64> = dead.iter().map(|(seq, _)| *seq).collect();
-                let written = store
-                    .writer
+                let written = writer
                     .execute(move |conn| store_receive_counts(conn, id, &recounts, &dead))
                     .await;
                 let mut leases = queue.lock();
@@ -132,26 +134,13 @@ impl SqliteStore {
         if settling.is_empty() {
             return Ok(not_current);
         }
-        let store = self.clone();
         let seqs: Vec<i64> = settling.iter().map(|(seq, _)| *seq).collect();
         let id = queue.lock().id;
-        let deleted = tokio::spawn(async move {
-            let written_seqs = seqs.clone();
-            let written = store
-                .writer
-                .execute(move |conn| delete_entries(conn, id, &written_seqs))
-                .await;
-            let mut leases = queue.lock();
-            for seq in seqs {
-                match written {
-                    Ok(_) => leases.release(seq),
-                    Err(_) => leases.stop_settling(seq),
-                }
-            }
-            written
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("ack task: {e}")))??;
+        let deleted = self
+            .settle(queue, seqs.clone(), move |conn| {
+                delete_entries(conn, id, &seqs)
+            })
+            .await?;
         for ((_, receipt), gone) in settling.into_iter().zip(deleted) {
             if !gone {
                 not_current.push(receipt);
@@ -184,21 +173,40 @@ impl SqliteStore {
             (leases.id, count)
         };
         let visible_at = to_micros(self.clock.now()) + i64::from(delay_s) * 1_000_000;
-        let store = self.clone();
+        self.settle(queue, vec![seq], move |conn| {
+            delay_entry(conn, id, seq, visible_at, count, error)
+        })
+        .await
+    }
+
+    /// Writes `work`, which settles the deliveries `seqs` (whose leases are
+    /// settling), then drops their leases once it committed or, if it failed,
+    /// gives them back to their holders. In a task of its own, so a cancelled
+    /// caller cannot leave a lease settling forever.
+    async fn settle<R, F>(
+        &self,
+        queue: Arc<Mutex<QueueLeases>>,
+        seqs: Vec<i64>,
+        work: F,
+    ) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let writer = self.writer.clone();
         tokio::spawn(async move {
-            let written = store
-                .writer
-                .execute(move |conn| delay_entry(conn, id, seq, visible_at, count, error))
-                .await;
+            let written = writer.execute(work).await;
             let mut leases = queue.lock();
-            match written {
-                Ok(_) => leases.release(seq),
-                Err(_) => leases.stop_settling(seq),
+            for seq in seqs {
+                match written {
+                    Ok(_) => leases.release(seq),
+                    Err(_) => leases.stop_settling(seq),
+                }
             }
             written
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("nack task: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("settling task: {e}")))?
     }
 
     /// Messages of the queue held by receivers at `now`.
