@@ -15,6 +15,7 @@ pub mod field_error;
 pub mod filter;
 pub mod greeter;
 pub mod latency;
+pub mod objects;
 pub mod outbound;
 
 pub use field_error::FieldError;

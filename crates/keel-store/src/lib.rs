@@ -13,6 +13,7 @@ pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
 pub mod nats;
+pub mod objects;
 pub mod postgres;
 mod routing;
 pub mod sqlite;
@@ -149,6 +150,7 @@ pub trait Store:
     + CounterStore
     + AuditStore
     + collections::CollectionStore
+    + objects::ObjectIndex
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

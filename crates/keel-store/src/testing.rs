@@ -514,3 +514,59 @@ impl Drop for PrivateNats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The variable naming the S3-compatible server tests may use (an `http://host:port`
+/// endpoint; CI runs `moto_server` there).
+pub const S3_URL_VAR: &str = "KEEL_TEST_S3_URL";
+/// The one bucket tests share on that server; each test writes under its own prefix.
+pub const S3_TEST_BUCKET: &str = "keel-test";
+
+/// A prefix of its own in the test bucket, for one test.
+pub struct TestS3 {
+    /// A `KEEL_OBJECTS` URL: `s3://keel-test?endpoint=…&prefix=…` with test credentials.
+    pub url: String,
+}
+
+impl TestS3 {
+    /// `None` (after printing why) when `KEEL_TEST_S3_URL` is unset. Creates the
+    /// shared bucket if the server does not have it yet.
+    pub fn new(test: &str) -> Option<Self> {
+        let endpoint = match std::env::var(S3_URL_VAR) {
+            Ok(url) if !url.is_empty() => url.trim_end_matches('/').to_owned(),
+            _ => {
+                eprintln!("skipping {test}: {S3_URL_VAR} is not set");
+                return None;
+            }
+        };
+        create_bucket(&endpoint, S3_TEST_BUCKET);
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        Some(Self {
+            url: format!(
+                "s3://{S3_TEST_BUCKET}?endpoint={endpoint}&region=us-east-1&prefix={prefix}\
+                 &access_key_id=keel-test&secret_access_key=keel-test"
+            ),
+        })
+    }
+}
+
+/// `PUT /bucket` on a local S3-compatible test server, which (like moto) accepts
+/// it unsigned; answers for a bucket that exists already are fine too.
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{S3_URL_VAR} is an http:// endpoint, not {endpoint}"));
+    let mut stream = std::net::TcpStream::connect(host)
+        .unwrap_or_else(|e| panic!("{S3_URL_VAR}={endpoint} is unreachable: {e}"));
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
+        "creating the test bucket on {endpoint}: {answer}"
+    );
+}

@@ -10,11 +10,18 @@ use super::{errors::map, quote_identifier};
 use crate::StoreResult;
 
 /// (version, name, SQL). Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/postgres/0001_schema.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "objects",
+        include_str!("../../migrations/postgres/0002_objects.sql"),
+    ),
+];
 
 /// Any constant both replicas agree on: the key of the migration lock.
 const MIGRATION_LOCK: i64 = 0x006b_6565_6c6d_6967; // "keelmig"

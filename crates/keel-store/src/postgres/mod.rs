@@ -22,6 +22,7 @@ mod counters;
 mod errors;
 mod foundation;
 mod migrations;
+mod objects;
 mod receive;
 
 use std::{sync::Arc, time::Duration};

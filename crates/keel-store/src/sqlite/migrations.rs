@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_entries",
         include_str!("../../migrations/sqlite/0005_queue_entries.sql"),
     ),
+    (
+        6,
+        "objects",
+        include_str!("../../migrations/sqlite/0006_objects.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.
