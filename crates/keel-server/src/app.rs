@@ -111,6 +111,17 @@ impl App {
         let workers = roles
             .worker
             .then(|| crate::workers::spawn(state.worker_context()));
+        if roles.api || roles.worker {
+            // Every such replica relays object events and collects unused blobs;
+            // they share the work through leases in the store.
+            let objects = state.objects.clone();
+            tokio::spawn(crate::objects::relay(
+                objects.clone(),
+                state.bus.clone(),
+                state.stop_signal(),
+            ));
+            tokio::spawn(crate::objects::collect(objects, state.stop_signal()));
+        }
         Self {
             state,
             address,

@@ -132,7 +132,9 @@ async fn serve_connection(
     let requests = activity.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&requests);
-        let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+        let rolling = is_object_upload(&request);
+        let mut request =
+            request.map(|body| Body::new(DeadlineBody::new(body, body_timeout, rolling)));
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
@@ -293,20 +295,37 @@ impl std::error::Error for BodyTimedOut {}
 /// however slowly it trickles. The timer is armed only when the body first has to
 /// wait for the network, so the many requests whose body is empty or already
 /// buffered never touch the timer wheel.
+///
+/// An object upload may be far larger than any JSON body, so its deadline rolls:
+/// each piece of the body must arrive within the timeout of the one before.
 pub struct DeadlineBody {
     inner: Incoming,
+    timeout: Duration,
+    rolling: bool,
     due: tokio::time::Instant,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, timeout: Duration) -> Self {
+    fn new(inner: Incoming, timeout: Duration, rolling: bool) -> Self {
         Self {
             inner,
+            timeout,
+            rolling,
             due: tokio::time::Instant::now() + timeout,
             deadline: None,
         }
     }
+}
+
+/// `PUT /v1/buckets/{bucket}/objects/{key…}`: a body whose deadline rolls.
+fn is_object_upload<B>(request: &hyper::Request<B>) -> bool {
+    request.method() == hyper::Method::PUT
+        && request
+            .uri()
+            .path()
+            .strip_prefix("/v1/buckets/")
+            .is_some_and(|rest| rest.split('/').nth(1) == Some("objects"))
 }
 
 impl HttpBody for DeadlineBody {
@@ -318,6 +337,13 @@ impl HttpBody for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if self.rolling {
+                let due = tokio::time::Instant::now() + self.timeout;
+                self.due = due;
+                if let Some(deadline) = self.deadline.as_mut() {
+                    deadline.as_mut().reset(due);
+                }
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let due = self.due;

@@ -13,6 +13,7 @@ pub mod extract;
 mod histograms;
 pub mod limits;
 pub mod logins;
+pub mod objects;
 pub mod outbound;
 pub mod problem;
 pub mod request_log;

@@ -66,6 +66,10 @@ pub struct Limits {
     /// Outbound webhook calls in flight at once for one tenant.
     pub outbound_max_in_flight_per_tenant: usize,
 
+    // --- objects ---
+    /// Largest object an upload may store; larger → 413 (SPEC §6: 5 GiB).
+    pub object_max_bytes: u64,
+
     // --- observability ---
     /// How often per-queue gauges for `/metrics` are sampled (a scrape never scans).
     pub queue_stats_interval_ms: u64,
@@ -96,6 +100,7 @@ impl Default for Limits {
             webhook_allow_http: false,
             outbound_max_in_flight: 256,
             outbound_max_in_flight_per_tenant: 32,
+            object_max_bytes: 5 * 1024 * 1024 * 1024,
             queue_stats_interval_ms: 10_000,
         }
     }
@@ -126,6 +131,7 @@ impl Limits {
                 self.outbound_max_in_flight_per_tenant as u64,
             ),
             ("queue_stats_interval_ms", self.queue_stats_interval_ms),
+            ("object_max_bytes", self.object_max_bytes),
             (
                 "fanout_bytes_per_second_per_tenant",
                 self.fanout_bytes_per_second_per_tenant,

@@ -47,6 +47,9 @@ pub enum ApiError {
     QuotaExceeded { quota: &'static str, limit: u64 },
     #[error("{0}")]
     RequestTimeout(String),
+    /// A `Range` outside the object (of `size` bytes).
+    #[error("the range is outside the object's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     UriTooLong(String),
     #[error("{0}")]
@@ -96,6 +99,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +121,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "rate-limited",
             Self::QuotaExceeded { .. } => "quota-exceeded",
             Self::RequestTimeout(_) => "request-timeout",
+            Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             Self::UriTooLong(_) => "uri-too-long",
             Self::HeadersTooLarge(_) => "headers-too-large",
             Self::Unavailable(_) => "unavailable",
@@ -228,6 +233,10 @@ impl IntoResponse for ApiError {
             problem.limit = Some(*limit);
             return render_problem(problem);
         }
+        let content_range = match &self {
+            Self::RangeNotSatisfiable { size } => Some(format!("bytes */{size}")),
+            _ => None,
+        };
         let (detail, errors, retry_after) = match self {
             Self::Validation { detail, errors } => (
                 detail,
@@ -253,6 +262,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(range) = content_range.and_then(|r| HeaderValue::try_from(r).ok()) {
+            response.headers_mut().insert(header::CONTENT_RANGE, range);
         }
         if status == StatusCode::UNAUTHORIZED {
             response

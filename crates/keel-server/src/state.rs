@@ -21,6 +21,8 @@ use crate::{
 
 pub struct Inner {
     pub store: Arc<dyn Store>,
+    /// Uploads, deletes and their events (`crate::objects`).
+    pub objects: Arc<crate::objects::Objects>,
     pub bus: Arc<dyn Bus>,
     pub clock: Arc<dyn Clock>,
     pub config: ServerConfig,
@@ -63,7 +65,12 @@ impl AppState {
 
     /// As [`AppState::new`], logging one line per request to `request_log`.
     pub fn with_request_log(
-        Backends { store, bus, cache }: Backends,
+        Backends {
+            store,
+            bus,
+            cache,
+            blobs,
+        }: Backends,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
         request_log: RequestLog,
@@ -74,8 +81,14 @@ impl AppState {
         let auth = Authenticator::new(store.clone(), reads.clone(), clock.clone(), &config);
         let outbound = Arc::new(Outbound::new(&config.limits));
         let logins = LoginGuard::new(&config.limits);
+        let objects = Arc::new(crate::objects::Objects::new(
+            store.clone(),
+            blobs,
+            clock.clone(),
+        ));
         let state = Self(Arc::new(Inner {
             store,
+            objects,
             bus,
             clock,
             config,

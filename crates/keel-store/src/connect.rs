@@ -46,17 +46,30 @@ pub struct BackendSettings {
     pub store: String,
     pub bus: String,
     pub cache: String,
+    /// `file://DIR` or `s3://BUCKET?endpoint=…&region=…&prefix=…`.
+    pub objects: String,
     pub quotas: Quotas,
     pub clock: Arc<dyn Clock>,
     pub postgres: PostgresOptions,
 }
 
 impl BackendSettings {
+    /// Objects default to `objects/` beside a SQLite database (`keel-data/objects`
+    /// for other stores).
     pub fn new(store: impl Into<String>) -> Self {
+        let store = store.into();
+        let objects = match StoreKind::parse(&store) {
+            Ok(StoreKind::Sqlite(path)) => path
+                .parent()
+                .map(|dir| format!("file://{}", dir.join("objects").display()))
+                .unwrap_or_else(|| "file://objects".into()),
+            _ => "file://keel-data/objects".into(),
+        };
         Self {
-            store: store.into(),
+            store,
             bus: "embedded".into(),
             cache: "memory".into(),
+            objects,
             quotas: Quotas::default(),
             clock: Arc::new(SystemClock),
             postgres: PostgresOptions::default(),
@@ -117,7 +130,10 @@ async fn open_store_and_bus(settings: &BackendSettings) -> StoreResult<Backends>
             })
         }
     };
-    let backends = open_store(settings).await?;
+    let blobs: Arc<dyn crate::objects::BlobStore> = Arc::new(
+        crate::objects::blobs::ObjectStoreBlobs::open(&settings.objects)?,
+    );
+    let backends = open_store(settings, blobs).await?;
     match nats {
         None => Ok(backends),
         Some(nats) => {
@@ -130,7 +146,10 @@ async fn open_store_and_bus(settings: &BackendSettings) -> StoreResult<Backends>
     }
 }
 
-async fn open_store(settings: &BackendSettings) -> StoreResult<Backends> {
+async fn open_store(
+    settings: &BackendSettings,
+    blobs: Arc<dyn crate::objects::BlobStore>,
+) -> StoreResult<Backends> {
     let kind = StoreKind::parse(&settings.store).map_err(|why| StoreError::InvalidInput {
         field: "store",
         why,
@@ -139,7 +158,7 @@ async fn open_store(settings: &BackendSettings) -> StoreResult<Backends> {
         StoreKind::Sqlite(path) => {
             let store = crate::sqlite::SqliteStore::open_with_clock(&path, settings.clock.clone())?
                 .with_quotas(settings.quotas);
-            Ok(Backends::embedded(store))
+            Ok(Backends::embedded(store, blobs))
         }
         StoreKind::Postgres(url) => {
             let store = crate::postgres::PgStore::connect(
@@ -149,7 +168,7 @@ async fn open_store(settings: &BackendSettings) -> StoreResult<Backends> {
                 settings.quotas,
             )
             .await?;
-            Ok(Backends::embedded(store))
+            Ok(Backends::embedded(store, blobs))
         }
     }
 }

@@ -171,16 +171,22 @@ pub struct Backends {
     pub store: std::sync::Arc<dyn Store>,
     pub bus: std::sync::Arc<dyn bus::Bus>,
     pub cache: std::sync::Arc<dyn cache::Cache>,
+    /// Where object bytes live (the index is in `store`).
+    pub blobs: std::sync::Arc<dyn objects::BlobStore>,
 }
 
 impl Backends {
     /// One adapter serving as both store and embedded bus, with an in-process cache.
-    pub fn embedded<S: Store + bus::Bus + 'static>(adapter: S) -> Self {
+    pub fn embedded<S: Store + bus::Bus + 'static>(
+        adapter: S,
+        blobs: std::sync::Arc<dyn objects::BlobStore>,
+    ) -> Self {
         let adapter = std::sync::Arc::new(adapter);
         Self {
             store: adapter.clone(),
             bus: adapter,
             cache: std::sync::Arc::new(cache::memory::MemoryCache::default()),
+            blobs,
         }
     }
 

@@ -273,12 +273,7 @@ impl Config {
             })?;
         }
         keel_store::cache::CacheKind::parse(&self.cache).map_err(anyhow::Error::msg)?;
-        if !self.objects.starts_with("file://") {
-            bail!(
-                "objects {:?}: only file://PATH is in this build",
-                self.objects
-            );
-        }
+        keel_store::objects::blobs::BlobsKind::parse(&self.objects).map_err(anyhow::Error::msg)?;
         keel_server::app::Roles::parse(&self.roles).map_err(|e| anyhow::anyhow!("roles: {e}"))?;
         if let Some(raw) = self.bootstrap_admin_key.expose() {
             if ApiKey::parse(raw).is_none() {
@@ -313,6 +308,7 @@ impl Config {
             store: self.store.clone(),
             bus: self.bus.clone(),
             cache: self.cache.clone(),
+            objects: self.objects.clone(),
             quotas: self.limits.store_quotas(),
             clock: std::sync::Arc::new(keel_core::clock::SystemClock),
             postgres: self.postgres.options(),

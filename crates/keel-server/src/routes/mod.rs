@@ -9,6 +9,7 @@ pub mod collections;
 pub mod counters;
 pub mod hello;
 pub mod me;
+pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod queues;
@@ -112,6 +113,18 @@ fn api() -> OpenApiRouter<AppState> {
             collections::list_records
         ))
         .routes(routes!(collections::get_record, collections::delete_record))
+        .routes(routes!(objects::put_bucket))
+        .routes(routes!(
+            objects::put_notifications,
+            objects::get_notifications
+        ))
+        .routes(routes!(objects::list_objects))
+        .routes(routes!(
+            objects::put_object,
+            objects::get_object,
+            objects::head_object,
+            objects::delete_object
+        ))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

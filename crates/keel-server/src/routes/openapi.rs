@@ -51,6 +51,20 @@ pub fn statuses_for(operation: &Operation) -> Vec<u16> {
 
 /// Adds each operation's kind statuses and makes every error answer a problem.
 pub fn complete(doc: &mut OpenApi) {
+    // Axum writes a catch-all parameter (an object key with '/') as `{*key}`;
+    // OpenAPI knows only `{key}`.
+    let catch_all: Vec<String> = doc
+        .paths
+        .paths
+        .keys()
+        .filter(|path| path.contains("{*"))
+        .cloned()
+        .collect();
+    for path in catch_all {
+        if let Some(item) = doc.paths.paths.remove(&path) {
+            doc.paths.paths.insert(path.replace("{*", "{"), item);
+        }
+    }
     for item in doc.paths.paths.values_mut() {
         for operation in [
             &mut item.get,

@@ -5,8 +5,9 @@
 //! with `KEEL_TEST_HTTP_BACKEND=postgres` and `KEEL_TEST_POSTGRES_URL` set — a
 //! fresh PostgreSQL database per test, with the Redis cache (a key prefix of its
 //! own) when `KEEL_TEST_REDIS_URL` is set too, and the bus on NATS JetStream (a
-//! stream prefix of its own) when `KEEL_TEST_NATS_URL` is set, so the whole HTTP
-//! suite runs on both deployments.
+//! stream prefix of its own) when `KEEL_TEST_NATS_URL` is set, and objects on S3
+//! (a prefix of their own in the test bucket) when `KEEL_TEST_S3_URL` is set, so
+//! the whole HTTP suite runs on both deployments.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use keel_server::{
     services, AppState, ServerConfig,
 };
 use keel_store::{
-    testing::{TestDatabase, TestNats, TestRedis},
+    testing::{TestDatabase, TestNats, TestRedis, TestS3},
     BackendSettings,
 };
 use reqwest::{Method, RequestBuilder, Response};
@@ -96,6 +97,15 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
         .flatten();
     if let Some(nats) = &nats {
         settings.bus = nats.url.clone();
+    }
+    // Objects on S3 beside PostgreSQL (a prefix of its own in the test bucket);
+    // on SQLite, files beside the database.
+    if let Some(s3) = database
+        .is_some()
+        .then(|| TestS3::new("the S3 objects of the HTTP suite"))
+        .flatten()
+    {
+        settings.objects = s3.url;
     }
     let backends = keel_store::connect(&settings).await.unwrap();
     let backend = backends.store.backend_name();
