@@ -37,10 +37,11 @@ use crate::problem::{ApiError, ApiResult};
 
 /// How many outbox entries or blobs one round takes.
 const BATCH: u32 = 100;
-/// How long a relay or collector holds what it claimed before another may take it;
-/// shorter than the bus's dedup window, so a relay that died mid-publish is
-/// deduplicated when another publishes again.
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a relay or collector holds what it claimed before another may take it
+/// (so also how long the events a killed relay had claimed wait to be published
+/// again); far shorter than the bus's dedup window, so a relay that died
+/// mid-publish is deduplicated when another publishes again.
+const LEASE: Duration = Duration::from_secs(10);
 /// Outbox entries of other replicas (or of a crash) are looked for this often.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
 const COLLECT_EVERY: Duration = Duration::from_secs(10);
