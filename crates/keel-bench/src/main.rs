@@ -8,6 +8,8 @@
 //!
 //! * `keel serve` cold start to ready (≤ 100 ms) and idle RSS (≤ 30 MB), when the
 //!   release `keel` binary has been built.
+//! * a 1 GiB object uploaded and downloaded through the release binary, beside a
+//!   plain file on the same disk, with the server's peak RSS (`--suite objects`).
 //!
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
@@ -15,6 +17,7 @@
 mod bus_vs_nats;
 mod load;
 mod noisy;
+mod objects;
 mod pipeline;
 mod postgres;
 mod servers;
@@ -45,8 +48,8 @@ struct Args {
     /// it does not exist; build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
-    /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres
-    /// (comma-separated), or all.
+    /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres,
+    /// objects (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -59,6 +62,9 @@ struct Args {
     /// Messages per bus comparison run.
     #[arg(long, default_value_t = 200_000)]
     bus_messages: usize,
+    /// Size of the object of suite `objects`, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    object_mib: u64,
     /// kill -9 cycles of the crash soak (suite `soak`, needs the release binary).
     #[arg(long, default_value_t = 20)]
     kill_cycles: usize,
@@ -77,6 +83,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(&args))?;
+    if args.wants("objects") {
+        runtime.block_on(objects::run(
+            &args.keel_binary,
+            &args.data_dir,
+            args.object_mib,
+        ))?;
+    }
     if args.wants("soak") {
         runtime.block_on(soak::run(
             &args.keel_binary,

@@ -108,8 +108,9 @@ async fn objects_and_events_stay_atomic_across_kill_9(settings: &[(&str, String)
         let mut tasks = Vec::new();
         for c in 0..6u64 {
             let (base, answered) = (keel.base.clone(), answered.clone());
+            // Made before the clock starts: a client loads the system's roots.
+            let client = reqwest::Client::new();
             tasks.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
                 for n in 0u64.. {
                     let key = format!("c{c}/{}.json", n % KEYS_PER_CLIENT);
                     let response = client

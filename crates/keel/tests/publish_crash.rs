@@ -25,8 +25,9 @@ async fn every_record_answered_202_is_stored_exactly_once_after_kill_9() {
         for c in 0..8u64 {
             let (base, accepted) = (keel.base.clone(), accepted.clone());
             let client_id = cycle * 100 + c;
+            // Made before the clock starts: a client loads the system's roots.
+            let client = reqwest::Client::new();
             tasks.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
                 for n in 0.. {
                     let response = client
                         .post(format!("{base}/v1/collections/crash/records"))

@@ -182,6 +182,16 @@ impl ObjectIndex for PgStore {
         if !exists {
             return Ok(false);
         }
+        // Commits of one key take turns: two uploads of a new key would otherwise
+        // both see no row to replace, and the first one's blob would never be
+        // queued for collection.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('keel-object:' || $1 || '/' || $2 || '/' || $3, 0))")
+            .bind(t)
+            .bind(bucket)
+            .bind(&meta.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
         let replaced: Option<String> = sqlx::query_scalar(
             "SELECT blob FROM objects WHERE tenant_id = $1 AND bucket = $2 AND key = $3 FOR UPDATE",
         )
