@@ -43,6 +43,15 @@ fn queue_events(
     Ok(())
 }
 
+/// Queues blob `name` for collection at `at` (micros), replacing an earlier date.
+fn collect_later(conn: &Connection, tenant: &str, name: &str, at: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO blob_garbage (name, tenant_id, collect_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![name, tenant, at])?;
+    Ok(())
+}
+
 fn event_rows(events: Vec<OutboxMessage>) -> StoreResult<Vec<(String, String, String)>> {
     events
         .into_iter()
@@ -129,13 +138,7 @@ impl ObjectIndex for SqliteStore {
         let (tenant, name) = (tenant.0.clone(), name.to_owned());
         let at = collect_at.as_microsecond();
         self.writer
-            .execute(move |conn| {
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO blob_garbage (name, tenant_id, collect_at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![name, tenant, at])?;
-                Ok(())
-            })
+            .execute(move |conn| collect_later(conn, &tenant, &name, at))
             .await
     }
 
@@ -187,10 +190,7 @@ impl ObjectIndex for SqliteStore {
                 conn.prepare_cached("DELETE FROM blob_garbage WHERE name = ?1")?
                     .execute(params![meta.blob])?;
                 if let Some(old) = replaced.filter(|old| *old != meta.blob) {
-                    conn.prepare_cached(
-                        "INSERT OR REPLACE INTO blob_garbage (name, tenant_id, collect_at) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![old, tenant, collect_at])?;
+                    collect_later(conn, &tenant, &old, collect_at)?;
                 }
                 queue_events(conn, &tenant, &events)?;
                 Ok(true)
@@ -248,10 +248,7 @@ impl ObjectIndex for SqliteStore {
                 let Some(blob) = removed else {
                     return Ok(false);
                 };
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO blob_garbage (name, tenant_id, collect_at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![blob, tenant, collect_at])?;
+                collect_later(conn, &tenant, &blob, collect_at)?;
                 queue_events(conn, &tenant, &events)?;
                 Ok(true)
             })
