@@ -17,5 +17,6 @@ pub mod greeter;
 pub mod latency;
 pub mod objects;
 pub mod outbound;
+pub mod telemetry;
 
 pub use field_error::FieldError;
