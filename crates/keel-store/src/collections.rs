@@ -28,6 +28,9 @@ pub struct DeliveryAttempt {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub latency_ms: f64,
+    /// What the delivery did, when the worker reports more than an outcome
+    /// (`telemetry-import`: `{"imported", "rejected", "errors"}`).
+    pub report: Option<Value>,
 }
 
 #[async_trait]

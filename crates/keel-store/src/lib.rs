@@ -17,6 +17,7 @@ pub mod objects;
 pub mod postgres;
 mod routing;
 pub mod sqlite;
+pub mod telemetry;
 pub mod testing;
 mod types;
 pub mod wait;
@@ -151,6 +152,7 @@ pub trait Store:
     + AuditStore
     + collections::CollectionStore
     + objects::ObjectIndex
+    + telemetry::TelemetryStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

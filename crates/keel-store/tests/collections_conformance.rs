@@ -143,6 +143,7 @@ async fn delivery_attempts_are_listed_newest_first(kind: Kind) {
         status: (outcome == "delivered").then_some(200),
         error: (outcome != "delivered").then(|| "HTTP 500".into()),
         latency_ms: 1.5,
+        report: (outcome == "delivered").then(|| serde_json::json!({"imported": 2, "errors": []})),
     };
     a.store
         .record_attempts(vec![

@@ -344,6 +344,10 @@ pub struct AttemptView {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub latency_ms: f64,
+    /// What the delivery did, for workers that say more than an outcome
+    /// (`telemetry-import`: `imported`, `rejected`, `errors`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -383,6 +387,7 @@ pub async fn attempts(
                 status: a.status,
                 error: a.error,
                 latency_ms: (a.latency_ms * 1000.0).round() / 1000.0,
+                report: a.report,
             })
             .collect(),
     }))

@@ -234,6 +234,7 @@ impl Deliverer {
             status,
             error,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
+            report: None,
         }
     }
 }

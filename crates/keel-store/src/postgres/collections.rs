@@ -175,6 +175,7 @@ impl CollectionStore for PgStore {
             Vec<Option<i32>>,
             Vec<Option<String>>,
             Vec<f64>,
+            Vec<Option<String>>,
         ) = Default::default();
         for (tenant, topic, subscription, a) in attempts {
             c.0.push(tenant.0);
@@ -187,12 +188,13 @@ impl CollectionStore for PgStore {
             c.7.push(a.status.map(i32::from));
             c.8.push(a.error);
             c.9.push(a.latency_ms);
+            c.10.push(a.report.as_ref().map(Value::to_string));
         }
         let statement = sqlx::query(
             "INSERT INTO delivery_attempts
-             (tenant_id, topic, subscription, message_id, attempt, at, outcome, status, error, latency_ms)
+             (tenant_id, topic, subscription, message_id, attempt, at, outcome, status, error, latency_ms, report)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
-                                  $6::bigint[], $7::text[], $8::int[], $9::text[], $10::float8[])",
+                                  $6::bigint[], $7::text[], $8::int[], $9::text[], $10::float8[], $11::text[])",
         )
         .bind(c.0)
         .bind(c.1)
@@ -203,9 +205,10 @@ impl CollectionStore for PgStore {
         .bind(c.6)
         .bind(c.7)
         .bind(c.8)
-        .bind(c.9);
+        .bind(c.9)
+        .bind(c.10);
         self.execute_alone(
-            Rows::OfAllTenants("record webhook delivery attempts"),
+            Rows::OfAllTenants("record built-in workers' delivery attempts"),
             statement,
         )
         .await
@@ -220,7 +223,7 @@ impl CollectionStore for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryAttempt>> {
         let statement = sqlx::query(
-            "SELECT message_id, attempt, at, outcome, status, error, latency_ms FROM delivery_attempts
+            "SELECT message_id, attempt, at, outcome, status, error, latency_ms, report FROM delivery_attempts
              WHERE tenant_id = $1 AND topic = $2 AND subscription = $3 ORDER BY seq DESC LIMIT $4",
         )
         .bind(tenant.as_str())
@@ -240,6 +243,11 @@ impl CollectionStore for PgStore {
                     status: r.get::<Option<i32>, _>(4).map(|s| s as u16),
                     error: r.get(5),
                     latency_ms: r.get(6),
+                    report: r
+                        .get::<Option<String>, _>(7)
+                        .as_deref()
+                        .map(json_value)
+                        .transpose()?,
                 })
             })
             .collect()

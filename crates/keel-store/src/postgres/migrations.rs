@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "objects",
         include_str!("../../migrations/postgres/0002_objects.sql"),
     ),
+    (
+        3,
+        "telemetry",
+        include_str!("../../migrations/postgres/0003_telemetry.sql"),
+    ),
 ];
 
 /// Any constant both replicas agree on: the key of the migration lock.

@@ -24,6 +24,7 @@ mod foundation;
 mod migrations;
 mod objects;
 mod receive;
+mod telemetry;
 
 use std::{sync::Arc, time::Duration};
 

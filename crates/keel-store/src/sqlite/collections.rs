@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 use keel_core::bus::BusName;
 use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
 
 use super::{from_micros, SqliteStore};
 use crate::{
     collections::{CollectionStore, DeliveryAttempt, Record},
+    routing::json_value,
     Page, PageRequest, StoreError, StoreResult, TenantId,
 };
 
@@ -152,8 +154,8 @@ impl CollectionStore for SqliteStore {
             .execute(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "INSERT INTO delivery_attempts
-                     (tenant_id, topic, subscription, message_id, attempt, at, outcome, status, error, latency_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     (tenant_id, topic, subscription, message_id, attempt, at, outcome, status, error, latency_ms, report)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
                 for (tenant, topic, subscription, a) in &attempts {
                     stmt.execute(params![
@@ -166,7 +168,8 @@ impl CollectionStore for SqliteStore {
                         a.outcome,
                         a.status,
                         a.error,
-                        a.latency_ms
+                        a.latency_ms,
+                        a.report.as_ref().map(Value::to_string)
                     ])?;
                 }
                 Ok(())
@@ -181,21 +184,30 @@ impl CollectionStore for SqliteStore {
         subscription: &BusName,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryAttempt>> {
-        type Row = (String, u32, i64, String, Option<u16>, Option<String>, f64);
+        type Row = (
+            String,
+            u32,
+            i64,
+            String,
+            Option<u16>,
+            Option<String>,
+            f64,
+            Option<String>,
+        );
         let rows: Vec<Row> = self.readers.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT message_id, attempt, at, outcome, status, error, latency_ms FROM delivery_attempts
+                    "SELECT message_id, attempt, at, outcome, status, error, latency_ms, report FROM delivery_attempts
                      WHERE tenant_id = ?1 AND topic = ?2 AND subscription = ?3 ORDER BY seq DESC LIMIT ?4",
                 )?
                 .query_map(params![tenant.as_str(), topic.as_str(), subscription.as_str(), limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
                 })?
                 .collect::<Result<_, _>>()?)
         })?;
         rows.into_iter()
             .map(
-                |(message_id, attempt, at, outcome, status, error, latency_ms)| {
+                |(message_id, attempt, at, outcome, status, error, latency_ms, report)| {
                     Ok(DeliveryAttempt {
                         message_id,
                         attempt,
@@ -204,6 +216,7 @@ impl CollectionStore for SqliteStore {
                         status,
                         error,
                         latency_ms,
+                        report: report.as_deref().map(json_value).transpose()?,
                     })
                 },
             )

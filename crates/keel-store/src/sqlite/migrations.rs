@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "objects",
         include_str!("../../migrations/sqlite/0006_objects.sql"),
     ),
+    (
+        7,
+        "telemetry",
+        include_str!("../../migrations/sqlite/0007_telemetry.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

@@ -15,6 +15,7 @@ mod migrations;
 mod objects;
 mod queries;
 mod readers;
+mod telemetry;
 pub mod writer;
 
 use std::{path::Path, sync::Arc, time::Duration};

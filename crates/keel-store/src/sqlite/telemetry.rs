@@ -1,0 +1,244 @@
+//! Telemetry on SQLite: lines in `telemetry_logs` with an FTS5 index kept by
+//! triggers, points in `telemetry_points` (labels as JSON, matched with
+//! `json_extract`), and import ids in `telemetry_imports` — all written in the
+//! writer's group commit, each call in its own savepoint.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use keel_core::telemetry::Batch;
+use rusqlite::{params, types::Value as SqlValue, Connection};
+
+use super::{from_micros, SqliteStore};
+use crate::{
+    routing::{json_map, json_text},
+    telemetry::{
+        log_cursor, next_log_cursor, too_many_points, LogQuery, PointQuery, StoredLog,
+        TelemetryStore,
+    },
+    Page, StoreError, StoreResult, TenantId,
+};
+
+fn insert_batch(conn: &Connection, tenant: &str, batch: &Batch) -> StoreResult<()> {
+    let mut log = conn.prepare_cached(
+        "INSERT INTO telemetry_logs (tenant_id, ts, account, level, body, attributes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for line in &batch.logs {
+        let attributes = serde_json::Value::Object(line.attributes.clone());
+        log.execute(params![
+            tenant,
+            line.ts.as_microsecond(),
+            line.account,
+            line.level,
+            line.body,
+            json_text(&attributes)?
+        ])?;
+    }
+    let mut point = conn.prepare_cached(
+        "INSERT INTO telemetry_points (tenant_id, name, ts, account, value, labels)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for p in &batch.points {
+        let labels = serde_json::to_string(&p.labels)
+            .map_err(|e| StoreError::Internal(format!("labels: {e}")))?;
+        point.execute(params![
+            tenant,
+            p.name,
+            p.ts.as_microsecond(),
+            p.account,
+            p.value,
+            labels
+        ])?;
+    }
+    Ok(())
+}
+
+/// `$."key"`: a JSON path naming one label, whatever characters the key holds
+/// (a `"` cannot be quoted in SQLite's path syntax, so such keys are refused).
+fn label_path(key: &str) -> StoreResult<String> {
+    if key.contains('"') || key.contains('\\') {
+        return Err(StoreError::InvalidInput {
+            field: "label",
+            why: "label names in queries cannot hold `\"` or `\\`".into(),
+        });
+    }
+    Ok(format!("$.\"{key}\""))
+}
+
+type LogRow = (i64, i64, String, String, String, String);
+
+#[async_trait]
+impl TelemetryStore for SqliteStore {
+    async fn append_telemetry(
+        &self,
+        tenant: &TenantId,
+        batch: Batch,
+        import: Option<String>,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.0.clone();
+        let now = self.clock.now().as_microsecond();
+        self.writer
+            .execute(move |conn| {
+                if let Some(import) = &import {
+                    let new = conn
+                        .prepare_cached(
+                            "INSERT INTO telemetry_imports (tenant_id, id, imported_at)
+                             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![tenant, import, now])?;
+                    if new == 0 {
+                        return Ok(false);
+                    }
+                }
+                insert_batch(conn, &tenant, &batch)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn query_logs(&self, tenant: &TenantId, query: LogQuery) -> StoreResult<Page<StoredLog>> {
+        let (before_ts, before_id) = log_cursor(&query.page)?;
+        let limit = query.page.limit;
+        let mut sql = String::from(
+            "SELECT id, ts, account, level, body, attributes FROM telemetry_logs
+             WHERE tenant_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts, id) < (?4, ?5)",
+        );
+        let mut args: Vec<SqlValue> = vec![
+            tenant.as_str().to_owned().into(),
+            query.from.as_microsecond().into(),
+            query.to.as_microsecond().into(),
+            before_ts.into(),
+            before_id.into(),
+        ];
+        if let Some(account) = query.account {
+            args.push(account.into());
+            sql.push_str(&format!(" AND account = ?{}", args.len()));
+        }
+        if let Some(level) = query.level {
+            args.push(level.into());
+            sql.push_str(&format!(" AND level = ?{} COLLATE NOCASE", args.len()));
+        }
+        if !query.terms.is_empty() {
+            // Terms are letters and digits only; quoted, each is one FTS5 word.
+            let matching: Vec<String> = query.terms.iter().map(|t| format!("\"{t}\"")).collect();
+            args.push(matching.join(" ").into());
+            sql.push_str(&format!(
+                " AND id IN (SELECT rowid FROM telemetry_logs_text WHERE telemetry_logs_text MATCH ?{})",
+                args.len()
+            ));
+        }
+        args.push(i64::from(limit).into());
+        sql.push_str(&format!(" ORDER BY ts DESC, id DESC LIMIT ?{}", args.len()));
+        let rows: Vec<LogRow> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?)
+        })?;
+        let full = rows.len() == limit as usize;
+        let last = rows.last().map(|r| (r.1, r.0));
+        let items = rows
+            .into_iter()
+            .map(|(_, ts, account, level, body, attributes)| {
+                Ok(StoredLog {
+                    ts: from_micros(ts)?,
+                    level,
+                    body,
+                    account,
+                    attributes: json_map(&attributes)?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Page {
+            items,
+            next_cursor: next_log_cursor(last, full),
+        })
+    }
+
+    async fn query_points(
+        &self,
+        tenant: &TenantId,
+        query: PointQuery,
+        max: usize,
+    ) -> StoreResult<Vec<(i64, f64)>> {
+        let mut sql = String::from(
+            "SELECT ts, value FROM telemetry_points
+             WHERE tenant_id = ?1 AND name = ?2 AND ts >= ?3 AND ts < ?4",
+        );
+        let mut args: Vec<SqlValue> = vec![
+            tenant.as_str().to_owned().into(),
+            query.name.into(),
+            query.from.as_microsecond().into(),
+            query.to.as_microsecond().into(),
+        ];
+        if let Some(account) = query.account {
+            args.push(account.into());
+            sql.push_str(&format!(" AND account = ?{}", args.len()));
+        }
+        for (key, value) in query.labels {
+            args.push(label_path(&key)?.into());
+            args.push(value.into());
+            sql.push_str(&format!(
+                " AND json_extract(labels, ?{}) = ?{}",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        args.push((max as i64 + 1).into());
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+        let points: Vec<(i64, f64)> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })?;
+        if points.len() > max {
+            return Err(too_many_points(max));
+        }
+        Ok(points)
+    }
+
+    async fn prune_telemetry(
+        &self,
+        tenant: &TenantId,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let tenant = tenant.0.clone();
+        let before = before.as_microsecond();
+        self.writer
+            .execute(move |conn| {
+                let mut gone = 0;
+                for (table, column) in [
+                    ("telemetry_logs", "ts"),
+                    ("telemetry_points", "ts"),
+                    ("telemetry_imports", "imported_at"),
+                ] {
+                    let left = i64::from(limit) - gone as i64;
+                    if left <= 0 {
+                        break;
+                    }
+                    let key = if table == "telemetry_imports" { "id" } else { "rowid" };
+                    gone += conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM {table} WHERE tenant_id = ?1 AND {key} IN
+                             (SELECT {key} FROM {table} WHERE tenant_id = ?1 AND {column} < ?2 LIMIT ?3)"
+                        ))?
+                        .execute(params![tenant, before, left])? as u64;
+                }
+                Ok(gone)
+            })
+            .await
+    }
+}
