@@ -13,6 +13,9 @@ pub enum Target {
     Store { collection: BusName },
     /// A built-in worker POSTs each message, signed with HMAC-SHA256 of `secret`.
     Webhook { url: String, secret: String },
+    /// A built-in worker imports the objects named by object-created events as
+    /// telemetry (SPEC §6).
+    TelemetryImport,
 }
 
 impl Target {
@@ -21,7 +24,10 @@ impl Target {
 
     pub fn parse(value: &Value) -> Result<Self, FieldError> {
         let kind = value.get("type").and_then(Value::as_str).ok_or_else(|| {
-            FieldError::new("/target/type", "target.type is queue, store or webhook")
+            FieldError::new(
+                "/target/type",
+                "target.type is queue, store, webhook or telemetry-import",
+            )
         })?;
         match kind {
             "queue" => Ok(Target::Queue),
@@ -71,10 +77,7 @@ impl Target {
                     secret: secret.to_owned(),
                 })
             }
-            "telemetry-import" => Err(FieldError::new(
-                "/target/type",
-                "the telemetry-import target is not available in this build yet",
-            )),
+            "telemetry-import" => Ok(Target::TelemetryImport),
             other => Err(FieldError::new(
                 "/target/type",
                 format!("unknown target type {other:?}"),
@@ -94,6 +97,7 @@ impl Target {
                 "url": url,
                 "secret": if reveal_secret { secret.as_str() } else { "********" },
             }),
+            Target::TelemetryImport => json!({"type": "telemetry-import"}),
         }
     }
 }

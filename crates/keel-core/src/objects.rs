@@ -276,6 +276,27 @@ pub fn encode_key_for_event(key: &ObjectKey) -> String {
     out
 }
 
+/// The key an event record names: the reverse of [`encode_key_for_event`]
+/// (`+` is a space, `%XX` a byte); `None` when that is not UTF-8 or a `%` is cut.
+pub fn decode_key_from_event(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = encoded.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// What an event record says about the object it names.
 #[derive(Debug, Clone)]
 pub struct EventObject<'a> {
@@ -428,6 +449,12 @@ mod tests {
     fn keys_are_encoded_as_s3_encodes_them() {
         let key = ObjectKey::parse("data/my file+1 ü.json").unwrap();
         assert_eq!(encode_key_for_event(&key), "data/my+file%2B1+%C3%BC.json");
+        assert_eq!(
+            decode_key_from_event("data/my+file%2B1+%C3%BC.json").as_deref(),
+            Some(key.as_str())
+        );
+        assert_eq!(decode_key_from_event("cut%4"), None);
+        assert_eq!(decode_key_from_event("bad%FF"), None);
     }
 
     #[test]

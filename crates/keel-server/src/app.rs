@@ -112,8 +112,8 @@ impl App {
             .worker
             .then(|| crate::workers::spawn(state.worker_context()));
         if roles.api || roles.worker {
-            // Every such replica relays object events and collects unused blobs;
-            // they share the work through leases in the store.
+            // Every such replica relays object events, collects unused blobs and
+            // prunes old telemetry; they share the work (leases, small deletes).
             let objects = state.objects.clone();
             tokio::spawn(crate::objects::relay(
                 objects.clone(),
@@ -121,6 +121,20 @@ impl App {
                 state.stop_signal(),
             ));
             tokio::spawn(crate::objects::collect(objects, state.stop_signal()));
+            // Telemetry past its retention goes in small steps; replicas share it.
+            let retention = Duration::from_secs(
+                state
+                    .config
+                    .limits
+                    .telemetry_retention_days
+                    .saturating_mul(86_400),
+            );
+            tokio::spawn(crate::ingest::prune(
+                state.store.clone(),
+                state.clock.clone(),
+                retention,
+                state.stop_signal(),
+            ));
         }
         Self {
             state,

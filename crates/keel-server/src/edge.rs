@@ -205,12 +205,19 @@ fn source_of(req: &Request) -> Option<SocketAddr> {
 /// Every error leaves as a problem document naming the request path.
 async fn finish_errors(response: Response, path: &str) -> Response {
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
+    if response.extensions().get::<OwnErrorBody>().is_some() {
+        response
+    } else if status.is_client_error() || status.is_server_error() {
         as_problem(response, path).await
     } else {
         response
     }
 }
+
+/// Marks an error response whose body a protocol prescribes (OTLP's
+/// `google.rpc.Status`), which the edge must not turn into a problem document.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnErrorBody;
 
 /// Makes sure an error response is a problem document naming the request path —
 /// whether a handler produced it or axum did (405, a rejected path, …).

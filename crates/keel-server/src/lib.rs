@@ -11,6 +11,7 @@ pub mod connections;
 pub mod edge;
 pub mod extract;
 mod histograms;
+pub mod ingest;
 pub mod limits;
 pub mod logins;
 pub mod objects;

@@ -70,6 +70,16 @@ pub struct Limits {
     /// Largest object an upload may store; larger → 413 (SPEC §6: 5 GiB).
     pub object_max_bytes: u64,
 
+    // --- telemetry ---
+    /// Largest telemetry request body, counted after gzip decompression (413 past it).
+    pub telemetry_max_bytes: u64,
+    /// Largest object `telemetry-import` reads (a larger one is dead-lettered).
+    pub telemetry_import_max_bytes: u64,
+    /// Days a tenant's log lines and metric points are kept before pruning.
+    pub telemetry_retention_days: u64,
+    /// Most points one metric query may aggregate (400 past it: narrow the query).
+    pub telemetry_query_max_points: u64,
+
     // --- observability ---
     /// How often per-queue gauges for `/metrics` are sampled (a scrape never scans).
     pub queue_stats_interval_ms: u64,
@@ -101,6 +111,10 @@ impl Default for Limits {
             outbound_max_in_flight: 256,
             outbound_max_in_flight_per_tenant: 32,
             object_max_bytes: 5 * 1024 * 1024 * 1024,
+            telemetry_max_bytes: 16 * 1024 * 1024,
+            telemetry_import_max_bytes: 64 * 1024 * 1024,
+            telemetry_retention_days: 7,
+            telemetry_query_max_points: 1_000_000,
             queue_stats_interval_ms: 10_000,
         }
     }
@@ -132,6 +146,16 @@ impl Limits {
             ),
             ("queue_stats_interval_ms", self.queue_stats_interval_ms),
             ("object_max_bytes", self.object_max_bytes),
+            ("telemetry_max_bytes", self.telemetry_max_bytes),
+            (
+                "telemetry_import_max_bytes",
+                self.telemetry_import_max_bytes,
+            ),
+            ("telemetry_retention_days", self.telemetry_retention_days),
+            (
+                "telemetry_query_max_points",
+                self.telemetry_query_max_points,
+            ),
             (
                 "fanout_bytes_per_second_per_tenant",
                 self.fanout_bytes_per_second_per_tenant,

@@ -162,6 +162,9 @@ impl AppState {
             metrics: self.telemetry.bus.clone(),
             reads: self.reads.clone(),
             stored: self.stored.clone(),
+            blobs: self.objects.blobs.clone(),
+            ingest: self.telemetry.ingest.clone(),
+            import_max_bytes: self.config.limits.telemetry_import_max_bytes,
             stop: self.stop_signal(),
         }
     }

@@ -46,6 +46,8 @@ use crate::{cached_reads::CacheMetrics, histograms::latency_histogram};
 pub struct Telemetry {
     pub bus: Arc<BusMetrics>,
     pub cache: Arc<CacheMetrics>,
+    /// Telemetry ingest and import counters.
+    pub ingest: Arc<crate::ingest::IngestMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -84,9 +86,11 @@ impl Telemetry {
         registry.register_collector(Box::new(WriteStatsCollector(write_stats)));
         let bus = Arc::new(BusMetrics::register(&mut registry));
         let cache = Arc::new(CacheMetrics::register(&mut registry));
+        let ingest = Arc::new(crate::ingest::IngestMetrics::register(&mut registry));
         Self {
             bus,
             cache,
+            ingest,
             registry,
             requests,
             latency,

@@ -13,6 +13,8 @@ pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod queues;
+pub mod telemetry;
+pub mod telemetry_queries;
 
 use std::sync::OnceLock;
 
@@ -125,6 +127,10 @@ fn api() -> OpenApiRouter<AppState> {
             objects::head_object,
             objects::delete_object
         ))
+        .routes(routes!(telemetry::post_telemetry))
+        .routes(routes!(telemetry::otlp_logs, telemetry_queries::get_logs))
+        .routes(routes!(telemetry::otlp_metrics))
+        .routes(routes!(telemetry_queries::get_metric))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -5,8 +5,9 @@
 //! second) and keeps one task per subscription running: a `store` task receives
 //! batches, upserts them as records by message id and then acks them — so a
 //! redelivery (after a crash between the two) rewrites the same rows and never
-//! makes a second one, and no transaction has to span the bus and the store — and
-//! a `webhook` task posts each message. Any number of worker replicas may run
+//! makes a second one, and no transaction has to span the bus and the store — a
+//! `webhook` task posts each message, and a `telemetry-import` task imports the
+//! objects that object-created events name. Any number of worker replicas may run
 //! against the same bus: they compete for deliveries like any consumers. On
 //! shutdown the tasks stop taking new work, finish what they hold (acked, or back
 //! to the queue when its visibility timeout lapses), and the supervisor returns.
@@ -15,6 +16,7 @@
 //! outbound client and the bus metrics.
 
 mod store_target;
+mod telemetry_import;
 mod webhook;
 
 pub use webhook::{signature, timestamped_signature};
@@ -53,6 +55,11 @@ pub struct WorkerContext {
     pub reads: Arc<CachedReads>,
     /// Woken after records are stored (for `?wait=true` in this process).
     pub stored: Arc<Notify>,
+    /// Object bytes, for `telemetry-import`.
+    pub blobs: Arc<dyn keel_store::objects::BlobStore>,
+    pub ingest: Arc<crate::ingest::IngestMetrics>,
+    /// Largest object `telemetry-import` reads.
+    pub import_max_bytes: u64,
     /// Turns true when the process starts draining.
     pub stop: watch::Receiver<bool>,
 }
@@ -157,6 +164,10 @@ fn reconcile(
             )),
             Ok(Target::Webhook { url, secret }) => tokio::spawn(
                 webhook::Deliverer::new(context.clone(), tenant, subscription.clone(), url, secret)
+                    .run(retired),
+            ),
+            Ok(Target::TelemetryImport) => tokio::spawn(
+                telemetry_import::Importer::new(context.clone(), tenant, subscription.clone())
                     .run(retired),
             ),
             Ok(Target::Queue) | Err(_) => continue,

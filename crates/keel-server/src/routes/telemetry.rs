@@ -1,0 +1,229 @@
+//! Telemetry in (SPEC §6): `POST /v1/telemetry` takes the simple JSON / NDJSON
+//! shape; `POST /v1/logs` and `POST /v1/metrics` are OTLP/HTTP receivers that
+//! answer as the OTLP specification says — 200 with `partial_success` when some
+//! records were rejected (unset when none were), the response in the request's
+//! encoding, and every error a `google.rpc.Status` in that encoding too, with
+//! `Retry-After` on 429 and 503 so exporters back off and retry.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use keel_core::{
+    apikey::Scope,
+    telemetry::{
+        otlp::{self, Encoding},
+        simple::{self, Framing},
+        Parsed,
+    },
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    auth::Authed,
+    ingest::{media_type, read_body},
+    problem::{ApiError, ApiResult, Problem},
+    state::AppState,
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct IngestReport {
+    /// Log lines and metric points stored.
+    pub accepted: u64,
+    /// Items refused (each alone; the others were stored).
+    pub rejected: u64,
+    /// The first reasons, `where: why` (`/3: …` in an array, `line 7: …` in NDJSON).
+    pub errors: Vec<String>,
+}
+
+/// Stores the parsed rows; the answer counts them.
+async fn store(
+    state: &AppState,
+    key: &keel_store::TenantId,
+    parsed: &Parsed,
+    format: &str,
+    bytes: usize,
+    rejected_signal: &str,
+) -> ApiResult<()> {
+    if !parsed.batch.is_empty() {
+        state
+            .store
+            .append_telemetry(key, parsed.batch.clone(), None)
+            .await?;
+    }
+    state
+        .telemetry
+        .ingest
+        .accepted(format, bytes, parsed, rejected_signal);
+    Ok(())
+}
+
+/// Logs and metrics in the simple shape: one JSON object, an array of them, or
+/// NDJSON (`application/x-ndjson`), optionally gzipped. Bad items are rejected
+/// alone and reported; the rest are stored.
+#[utoipa::path(post, path = "/v1/telemetry", tag = "telemetry", security(("bearer" = [])),
+    request_body(content = Object, description = "`{\"log\", \"level\"?, \"ts\"?, \"attributes\"?, \"account\"?}` and/or `{\"metric\", \"value\"?, \"ts\"?, \"labels\"?, \"account\"?}`: one, an array, or NDJSON",
+        content_type = "application/json"),
+    responses((status = 202, body = IngestReport), (status = 400, body = Problem),
+              (status = 413, body = Problem), (status = 415, body = Problem)))]
+pub async fn post_telemetry(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    key.require(Scope::Write)?;
+    let framing = match media_type(&headers).as_str() {
+        "application/json" => Framing::Json,
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Framing::Ndjson,
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send application/json or application/x-ndjson, not {other:?}"
+            )))
+        }
+    };
+    let body = read_body(body, &headers, state.config.limits.telemetry_max_bytes).await?;
+    let parsed =
+        simple::parse(&body, framing, state.clock.now()).map_err(ApiError::MalformedBody)?;
+    store(
+        &state,
+        &key.tenant_id,
+        &parsed,
+        "simple",
+        body.len(),
+        "logs",
+    )
+    .await?;
+    let report = IngestReport {
+        accepted: parsed.batch.len() as u64,
+        rejected: parsed.rejected.count,
+        errors: parsed.rejected.errors,
+    };
+    Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Logs,
+    Metrics,
+}
+
+/// OTLP/HTTP log export (`ExportLogsServiceRequest`), protobuf or JSON.
+#[utoipa::path(post, path = "/v1/logs", tag = "telemetry", security(("bearer" = [])),
+    request_body(content = Object, description = "An OTLP `ExportLogsServiceRequest` (application/x-protobuf or application/json)",
+        content_type = "application/json"),
+    responses((status = 200, content_type = "application/json", body = Object, description = "`ExportLogsServiceResponse`, in the request's encoding"),
+              (status = 400, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
+              (status = 413, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
+              (status = 415, content_type = "application/json", body = Object, description = "`google.rpc.Status`")))]
+pub async fn otlp_logs(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    otlp_export(state, key, headers, body, Signal::Logs).await
+}
+
+/// OTLP/HTTP metric export (`ExportMetricsServiceRequest`), protobuf or JSON.
+#[utoipa::path(post, path = "/v1/metrics", tag = "telemetry", security(("bearer" = [])),
+    request_body(content = Object, description = "An OTLP `ExportMetricsServiceRequest` (application/x-protobuf or application/json)",
+        content_type = "application/json"),
+    responses((status = 200, content_type = "application/json", body = Object, description = "`ExportMetricsServiceResponse`, in the request's encoding"),
+              (status = 400, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
+              (status = 413, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
+              (status = 415, content_type = "application/json", body = Object, description = "`google.rpc.Status`")))]
+pub async fn otlp_metrics(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    otlp_export(state, key, headers, body, Signal::Metrics).await
+}
+
+async fn otlp_export(
+    state: AppState,
+    key: std::sync::Arc<crate::auth::KeyContext>,
+    headers: HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Response {
+    let encoding = match media_type(&headers).as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        other => {
+            let error = ApiError::UnsupportedMediaType(format!(
+                "send application/x-protobuf or application/json, not {other:?}"
+            ));
+            return otlp_error(error, Encoding::Json);
+        }
+    };
+    match otlp_store(&state, &key, &headers, body, signal, encoding).await {
+        Ok(parsed) => {
+            let message = parsed.rejected.errors.join("; ");
+            let body = match signal {
+                Signal::Logs => otlp::logs_response(parsed.rejected.count, &message, encoding),
+                Signal::Metrics => {
+                    otlp::metrics_response(parsed.rejected.count, &message, encoding)
+                }
+            };
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(encoding.content_type()),
+                )],
+                body,
+            )
+                .into_response()
+        }
+        Err(error) => otlp_error(error, encoding),
+    }
+}
+
+async fn otlp_store(
+    state: &AppState,
+    key: &std::sync::Arc<crate::auth::KeyContext>,
+    headers: &HeaderMap,
+    body: Body,
+    signal: Signal,
+    encoding: Encoding,
+) -> ApiResult<Parsed> {
+    key.require(Scope::Write)?;
+    let body = read_body(body, headers, state.config.limits.telemetry_max_bytes).await?;
+    let now = state.clock.now();
+    let (parsed, name) = match signal {
+        Signal::Logs => (otlp::decode_logs(&body, encoding, now), "logs"),
+        Signal::Metrics => (otlp::decode_metrics(&body, encoding, now), "metrics"),
+    };
+    let parsed = parsed.map_err(ApiError::MalformedBody)?;
+    store(state, &key.tenant_id, &parsed, "otlp", body.len(), name).await?;
+    Ok(parsed)
+}
+
+/// The error as OTLP/HTTP wants it: the same status (and `Retry-After`), with a
+/// `google.rpc.Status` body in the request's encoding.
+fn otlp_error(error: ApiError, encoding: Encoding) -> Response {
+    let code = match error.status() {
+        StatusCode::TOO_MANY_REQUESTS => 8,       // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14,    // UNAVAILABLE
+        StatusCode::UNAUTHORIZED => 16,           // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => 7,               // PERMISSION_DENIED
+        status if status.is_server_error() => 13, // INTERNAL
+        _ => 3,                                   // INVALID_ARGUMENT
+    };
+    let message = error.to_string();
+    let mut response = error.into_response();
+    *response.body_mut() = Body::from(otlp::status_body(code, &message, encoding));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response.extensions_mut().insert(crate::edge::OwnErrorBody);
+    response
+}
