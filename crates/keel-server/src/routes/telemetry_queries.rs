@@ -30,7 +30,8 @@ fn field(pointer: &str, detail: impl Into<String>) -> ApiError {
     ApiError::field(FieldError::new(pointer, detail))
 }
 
-/// `[from, to)`: both given, or the hour before `to` (default now).
+/// `[from, to)`: both given, or the hour before `to`. `to` defaults to one second
+/// after now, so what was sent a moment ago is included.
 fn range(
     state: &AppState,
     from: Option<&str>,
@@ -46,7 +47,11 @@ fn range(
     };
     let to = match to {
         Some(t) => parse(t, "to")?,
-        None => state.clock.now(),
+        None => state
+            .clock
+            .now()
+            .checked_add(SignedDuration::from_secs(1))
+            .unwrap_or(Timestamp::MAX),
     };
     let from = match from {
         Some(f) => parse(f, "from")?,
@@ -68,7 +73,7 @@ pub struct LogsQuery {
     pub q: Option<String>,
     /// RFC 3339; default one hour before `to`.
     pub from: Option<String>,
-    /// RFC 3339, exclusive; default now.
+    /// RFC 3339, exclusive; default one second after now.
     pub to: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -146,7 +151,7 @@ pub struct MetricQuery {
     pub account: Option<String>,
     /// RFC 3339; default one hour before `to`.
     pub from: Option<String>,
-    /// RFC 3339, exclusive; default now.
+    /// RFC 3339, exclusive; default one second after now.
     pub to: Option<String>,
     /// Step length: seconds, or a number with `s`, `m`, `h` or `d`; default the whole range.
     pub step: Option<String>,
