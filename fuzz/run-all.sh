@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-300}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(filter_policy api_key greeter account batch_parser json_body cursor objects)
+[ ${#targets[@]} -eq 0 ] && targets=(filter_policy api_key greeter account batch_parser json_body cursor objects telemetry_simple otlp)
 mkdir -p fuzz/logs
 stamp="$(date +%Y%m%d-%H%M%S)"
 for t in "${targets[@]}"; do

@@ -6,7 +6,7 @@ use keel_core::{
     account::{Email, Password},
     counter::{CounterName, CounterValue},
 };
-use keel_fuzz::{arb_json};
+use keel_fuzz::arb_json;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -114,7 +114,9 @@ fuzz_target!(|data: &[u8]| {
         check_counter_value(&v);
     }
     if let Some(n) = CounterValue::new(i64::from_le_bytes(
-        data.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
+        data.get(..8)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 8]),
     )) {
         assert!(n.get() >= 0);
     }

@@ -5,7 +5,8 @@ use keel_core::apikey::{ApiKey, Scopes, SecretHash};
 use libfuzzer_sys::fuzz_target;
 
 fn token_ok(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// The grammar `keel_<prefix>_<secret>` restated independently of the parser.
@@ -24,7 +25,11 @@ fn oracle(raw: &str) -> bool {
 
 fn check_key(raw: &str) {
     let parsed = ApiKey::parse(raw);
-    assert_eq!(parsed.is_some(), oracle(raw), "parse disagrees with the grammar on {raw:?}");
+    assert_eq!(
+        parsed.is_some(),
+        oracle(raw),
+        "parse disagrees with the grammar on {raw:?}"
+    );
     let Some(key) = parsed else { return };
     // The canonical form is the input itself.
     assert_eq!(key.reveal(), raw);
@@ -33,7 +38,10 @@ fn check_key(raw: &str) {
     assert!(again == key);
     assert!(raw.starts_with(&format!("keel_{}_", key.prefix())));
     // Debug output never shows the secret: it is exactly the masked form.
-    assert_eq!(format!("{key:?}"), format!("ApiKey(keel_{}_***)", key.prefix()));
+    assert_eq!(
+        format!("{key:?}"),
+        format!("ApiKey(keel_{}_***)", key.prefix())
+    );
     // The stored hash verifies the key it came from.
     let hash = key.secret_hash();
     assert!(hash.matches(&key));
@@ -43,7 +51,9 @@ fn check_key(raw: &str) {
 fn check_hash(hash: SecretHash) {
     let hex = hash.to_hex();
     assert_eq!(hex.len(), 64);
-    assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     assert!(SecretHash::from_hex(&hex) == Some(hash));
     assert!(SecretHash::from_hex(&hex.to_ascii_uppercase()) == Some(hash));
 }

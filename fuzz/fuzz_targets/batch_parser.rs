@@ -43,17 +43,29 @@ fn expected_error(item: &Value, at: &str) -> Option<Vec<String>> {
 }
 
 /// Checks one accepted message against the item it came from.
-fn check_accepted(msg_body: &Value, attributes: &Map<String, Value>, id: Option<&str>, item: &Value) {
+fn check_accepted(
+    msg_body: &Value,
+    attributes: &Map<String, Value>,
+    id: Option<&str>,
+    item: &Value,
+) {
     assert_eq!(Some(msg_body), item.get("body"));
     for v in attributes.values() {
-        assert!(v.is_string() || v.is_number(), "accepted attribute value {v}");
+        assert!(
+            v.is_string() || v.is_number(),
+            "accepted attribute value {v}"
+        );
     }
     match item.get("attributes") {
         Some(Value::Object(m)) => assert_eq!(attributes, m),
         _ => assert!(attributes.is_empty()),
     }
     if let Some(id) = id {
-        assert!((1..=128).contains(&id.len()), "accepted id of {} bytes", id.len());
+        assert!(
+            (1..=128).contains(&id.len()),
+            "accepted id of {} bytes",
+            id.len()
+        );
     }
     assert_eq!(id, item.get("id").and_then(Value::as_str));
 }
@@ -76,7 +88,10 @@ fn check_batch(list: &[Value]) {
     match result {
         Ok(messages) => {
             assert!(!list.is_empty() && list.len() <= MAX_BATCH);
-            assert!(first_bad.is_none(), "accepted a batch with a bad item {first_bad:?}");
+            assert!(
+                first_bad.is_none(),
+                "accepted a batch with a bad item {first_bad:?}"
+            );
             assert_eq!(messages.len(), list.len());
             for (m, item) in messages.iter().zip(list) {
                 check_accepted(&m.body, &m.attributes, m.dedup_id.as_deref(), item);

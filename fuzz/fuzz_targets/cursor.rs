@@ -28,14 +28,22 @@ fuzz_target!(|input: Input| {
     let (scope, position) = (input.scope.as_str(), input.position.as_str());
 
     // Arbitrary text never panics and never opens.
-    assert_eq!(codec.decode(scope, &input.junk), None, "junk opened: {:?}", input.junk);
+    assert_eq!(
+        codec.decode(scope, &input.junk),
+        None,
+        "junk opened: {:?}",
+        input.junk
+    );
 
     // `encode` takes positions up to MAX_POSITION bytes (row ids, sequences).
     if position.len() > MAX_POSITION {
         return;
     }
     let token = codec.encode(scope, position);
-    assert!(token.bytes().all(|b| B64.contains(&b)), "not base64url: {token:?}");
+    assert!(
+        token.bytes().all(|b| B64.contains(&b)),
+        "not base64url: {token:?}"
+    );
     if position.len() >= 8 {
         assert!(!token.contains(position), "cursor shows its position");
     }
@@ -56,7 +64,10 @@ fuzz_target!(|input: Input| {
         assert_eq!(codec.decode(&input.other_scope, &token), None);
     }
     if input.other_key != input.key {
-        assert_eq!(CursorCodec::new(input.other_key).decode(scope, &token), None);
+        assert_eq!(
+            CursorCodec::new(input.other_key).decode(scope, &token),
+            None
+        );
     }
 
     // Any changed character or any truncation: refused.
@@ -69,5 +80,9 @@ fuzz_target!(|input: Input| {
         assert_eq!(codec.decode(scope, &altered), None, "altered cursor opened");
     }
     let cut = input.cut % token.len();
-    assert_eq!(codec.decode(scope, &token[..cut]), None, "truncated cursor opened");
+    assert_eq!(
+        codec.decode(scope, &token[..cut]),
+        None,
+        "truncated cursor opened"
+    );
 });

@@ -22,13 +22,20 @@ fn must_parse(policy: Value) -> FilterPolicy {
 fn check_parse(policy: &Value) -> Option<FilterPolicy> {
     let first = parse(policy);
     // Deterministic.
-    assert_eq!(first, parse(policy), "parse is not deterministic for {policy}");
+    assert_eq!(
+        first,
+        parse(policy),
+        "parse is not deterministic for {policy}"
+    );
     match first {
         Err(e) => {
             // The pointer is prefixed with the base and names a part of the policy
             // that exists (escaped per RFC 6901).
             let rest = e.pointer.strip_prefix(BASE).unwrap_or_else(|| {
-                panic!("pointer {:?} lacks the {BASE} prefix for {policy}", e.pointer)
+                panic!(
+                    "pointer {:?} lacks the {BASE} prefix for {policy}",
+                    e.pointer
+                )
             });
             assert!(
                 resolves(policy, rest),
@@ -88,9 +95,7 @@ fn check_own_values(doc: &Value, at: &Value, path: &mut Vec<String>) {
             }
             if v.is_number() {
                 assert!(must_parse(wrap(json!([{"numeric": ["=", v]}]))).matches(doc));
-                assert!(
-                    must_parse(wrap(json!([{"numeric": [">=", v, "<=", v]}]))).matches(doc)
-                );
+                assert!(must_parse(wrap(json!([{"numeric": [">=", v, "<=", v]}]))).matches(doc));
                 assert!(!must_parse(wrap(json!([{"numeric": ["<", v]}]))).matches(doc));
             }
         } else if let Some(items) = v.as_array() {

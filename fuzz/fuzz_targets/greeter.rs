@@ -51,7 +51,10 @@ fn oracle_date(raw: &str, today: Date) -> Option<Date> {
 
 fn check_birthday(born: Date, today: Date) {
     let n = days_until_birthday(born, today);
-    assert!((0..=365).contains(&n), "days_until_birthday({born}, {today}) = {n}");
+    assert!(
+        (0..=365).contains(&n),
+        "days_until_birthday({born}, {today}) = {n}"
+    );
     // Independently: jiff's calendar arithmetic lands on the (clamped) birthday,
     // and there is no birthday between today and then.
     let Ok(next) = today.checked_add(jiff::Span::new().days(i64::from(n))) else {
@@ -64,7 +67,11 @@ fn check_birthday(born: Date, today: Date) {
         assert_eq!(n, rest + day, "born {born}, today {today}");
         return;
     };
-    assert_eq!(next.month(), born.month(), "born {born}, today {today}, n {n}");
+    assert_eq!(
+        next.month(),
+        born.month(),
+        "born {born}, today {today}, n {n}"
+    );
     assert_eq!(next, birthday_in_year(born, next.year()));
     if n > 0 && next.year() == today.year() {
         assert!(birthday_in_year(born, today.year()) == next);
@@ -80,14 +87,23 @@ fuzz_target!(|input: Input| {
 
     let today = fold_date(input.today.0.into(), input.today.1, input.today.2);
     let built = fold_date(input.born.0.into(), input.born.1, input.born.2);
-    let built_text = format!("{:04}-{:02}-{:02}", built.year(), built.month(), built.day());
+    let built_text = format!(
+        "{:04}-{:02}-{:02}",
+        built.year(),
+        built.month(),
+        built.day()
+    );
 
     for raw in [input.date_of_birth.as_str(), built_text.as_str()] {
         let parsed = DateOfBirth::parse(raw, today);
         let expected = oracle_date(raw, today);
         match parsed {
             Ok(born) => {
-                assert_eq!(Some(born.date()), expected, "accepted {raw:?} (today {today})");
+                assert_eq!(
+                    Some(born.date()),
+                    expected,
+                    "accepted {raw:?} (today {today})"
+                );
                 // Formats back to exactly the input.
                 let back = format!(
                     "{:04}-{:02}-{:02}",

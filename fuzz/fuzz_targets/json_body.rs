@@ -35,7 +35,10 @@ fn typed<T: DeserializeOwned>(body: &Value) -> Option<T> {
         Err(err) => {
             assert!(matches!(err, ApiError::Validation { .. }));
             let pointer = check_error(err).expect("a field error");
-            assert!(resolves(body, &pointer), "pointer {pointer:?} not in {body}");
+            assert!(
+                resolves(body, &pointer),
+                "pointer {pointer:?} not in {body}"
+            );
             None
         }
     }
@@ -59,7 +62,10 @@ fn subscription(body: &Value) {
     let Some(sub) = typed::<bus::SubscriptionBody>(body) else {
         return;
     };
-    let scope_ok = matches!(sub.filter_scope.as_deref(), None | Some("attributes" | "body"));
+    let scope_ok = matches!(
+        sub.filter_scope.as_deref(),
+        None | Some("attributes" | "body")
+    );
     if !scope_ok {
         check_error(ApiError::field(keel_core::FieldError::new(
             "/filter_scope",
@@ -92,7 +98,10 @@ fuzz_target!(|data: &[u8]| {
     let body = &values[0];
     // Every route's type sees every body; cheap enough and more coverage per input.
     if let Some(c) = typed::<accounts::Credentials>(body) {
-        domain(ApiError::both(Email::parse(&c.email), Password::parse(&c.password)));
+        domain(ApiError::both(
+            Email::parse(&c.email),
+            Password::parse(&c.password),
+        ));
     }
     if let Some(k) = typed::<accounts::NewKeyBody>(body) {
         domain(accounts::parse_scopes(k.scopes, Scopes::account_owner()));
@@ -105,7 +114,10 @@ fuzz_target!(|data: &[u8]| {
     }
     subscription(body);
     if let Some(h) = typed::<hello::HelloBody>(body) {
-        field(DateOfBirth::parse(&h.date_of_birth, jiff::civil::date(2024, 6, 15)));
+        field(DateOfBirth::parse(
+            &h.date_of_birth,
+            jiff::civil::date(2024, 6, 15),
+        ));
     }
     typed::<queues::ReceiveBody>(body);
     typed::<queues::AckBody>(body);

@@ -26,17 +26,72 @@ pub const MAX_GEN_DEPTH: usize = 11;
 /// Words Keel's JSON parsers give meaning to; the generator prefers them as keys and
 /// string values.
 const VOCAB: &[&str] = &[
-    "", "a", "b", "c", "a/b", "~", "$or", "prefix", "suffix", "equals-ignore-case",
-    "anything-but", "numeric", "exists", "=", "<", "<=", ">", ">=", "body", "attributes",
-    "id", "messages", "type", "queue", "store", "webhook", "telemetry-import", "url",
-    "secret", "collection", "target", "filter", "filter_scope", "max_receives",
-    "visibility_timeout_s", "retry_backoff_s", "email", "password", "scopes", "read",
-    "write", "admin", "operator", "name", "tenant_id", "dateOfBirth", "receipts",
-    "receipt", "delay_s", "ids", "max", "wait_s", "current", "data", "value",
-    "https://example.com/hook", "http://", "0123456789abcdef", "EXAMPLE", "example",
-    "ß", "İ", "K", "a.b", "x[0]",
+    "",
+    "a",
+    "b",
+    "c",
+    "a/b",
+    "~",
+    "$or",
+    "prefix",
+    "suffix",
+    "equals-ignore-case",
+    "anything-but",
+    "numeric",
+    "exists",
+    "=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "body",
+    "attributes",
+    "id",
+    "messages",
+    "type",
+    "queue",
+    "store",
+    "webhook",
+    "telemetry-import",
+    "url",
+    "secret",
+    "collection",
+    "target",
+    "filter",
+    "filter_scope",
+    "max_receives",
+    "visibility_timeout_s",
+    "retry_backoff_s",
+    "email",
+    "password",
+    "scopes",
+    "read",
+    "write",
+    "admin",
+    "operator",
+    "name",
+    "tenant_id",
+    "dateOfBirth",
+    "receipts",
+    "receipt",
+    "delay_s",
+    "ids",
+    "max",
+    "wait_s",
+    "current",
+    "data",
+    "value",
+    "https://example.com/hook",
+    "http://",
+    "0123456789abcdef",
+    "EXAMPLE",
+    "example",
+    "ß",
+    "İ",
+    "K",
+    "a.b",
+    "x[0]",
 ];
-
 
 pub fn arb_string(u: &mut Unstructured) -> Result<String> {
     if u.ratio(2, 3)? {
@@ -51,9 +106,14 @@ pub fn arb_number(u: &mut Unstructured) -> Result<Number> {
         0 => Number::from(u.int_in_range(-3i64..=3)?),
         1 => Number::from(u.arbitrary::<i64>()?),
         2 => Number::from(u.arbitrary::<u64>()?),
-        3 => Number::from(
-            *u.choose(&[i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX, 1000, 1001, 128])?,
-        ),
+        3 => Number::from(*u.choose(&[
+            i64::MAX as u64,
+            i64::MAX as u64 + 1,
+            u64::MAX,
+            1000,
+            1001,
+            128,
+        ])?),
         4 => Number::from(*u.choose(&[i64::MIN, -1, 0])?),
         _ => {
             let f: f64 = if u.ratio(1, 2)? {
@@ -158,6 +218,8 @@ pub fn render_problem(err: keel_server::problem::ApiError) -> (u16, Value) {
         .expect("in-memory body");
     let body: Value = serde_json::from_slice(&bytes).expect("a problem body is JSON");
     assert_eq!(body["status"].as_u64(), Some(u64::from(status)), "{body}");
-    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:keel:problem:")));
+    assert!(body["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("urn:keel:problem:")));
     (status, body)
 }
