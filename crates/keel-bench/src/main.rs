@@ -10,6 +10,9 @@
 //!   release `keel` binary has been built.
 //! * a 1 GiB object uploaded and downloaded through the release binary, beside a
 //!   plain file on the same disk, with the server's peak RSS (`--suite objects`).
+//! * OTLP protobuf log ingest in batches of 1,000 beside decoding alone, full-text
+//!   queries over a million stored lines beside the plain listing, and bytes on
+//!   disk per million lines beside plain NDJSON (`--suite telemetry`).
 //!
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
@@ -23,6 +26,7 @@ mod postgres;
 mod servers;
 mod soak;
 mod startup;
+mod telemetry;
 
 /// The same allocator the `keel` binary uses.
 #[global_allocator]
@@ -49,7 +53,7 @@ struct Args {
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
     /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres,
-    /// objects (comma-separated), or all.
+    /// objects, telemetry (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -62,6 +66,9 @@ struct Args {
     /// Messages per bus comparison run.
     #[arg(long, default_value_t = 200_000)]
     bus_messages: usize,
+    /// Lines stored for the query measurements of suite `telemetry`.
+    #[arg(long, default_value_t = 1_000_000)]
+    telemetry_lines: u64,
     /// Size of the object of suite `objects`, in MiB.
     #[arg(long, default_value_t = 1024)]
     object_mib: u64,
@@ -154,6 +161,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             nats_url: &args.nats_url,
         })
         .await?;
+    }
+    if args.wants("telemetry") {
+        telemetry::run(&args.data_dir, duration, args.telemetry_lines).await?;
     }
     if args.wants("bus") {
         println!();
