@@ -305,6 +305,8 @@ async fn bad_telemetry_gets_clear_answers() {
         "/v1/metrics/cpu?step=1s&from=2024-01-01T00:00:00Z&to=2024-06-01T00:00:00Z",
         "/v1/metrics/cpu?color=red",
         "/v1/metrics/1cpu",
+        "/v1/logs?account=%00",
+        "/v1/metrics/cpu?label.host=a%00",
     ] {
         app.get(bad).key(&key).problem(400).await;
     }

@@ -91,7 +91,9 @@ impl Window {
         if step <= 0 {
             return Err("`step` must be positive".into());
         }
-        if (to - from + step - 1) / step > MAX_STEPS {
+        let span = to - from;
+        let steps = span / step + i64::from(span % step != 0);
+        if steps > MAX_STEPS {
             return Err(format!(
                 "the range holds more than {MAX_STEPS} steps; widen `step`"
             ));
@@ -169,6 +171,7 @@ mod tests {
         assert!(Window::new(0, 10, Some(0)).is_err());
         assert!(Window::new(0, MAX_STEPS + 1, Some(1)).is_err());
         assert!(Window::new(0, MAX_STEPS, Some(1)).is_ok());
+        assert!(Window::new(-1, 1, Some(i64::MAX)).is_ok(), "no overflow");
         assert_eq!(Agg::parse("p95"), Ok(Agg::P95));
         assert!(Agg::parse("median").is_err());
     }

@@ -30,6 +30,15 @@ fn field(pointer: &str, detail: impl Into<String>) -> ApiError {
     ApiError::field(FieldError::new(pointer, detail))
 }
 
+/// Refuses a filter value no stored row can hold (NUL; PostgreSQL text cannot
+/// even compare one).
+fn no_nul(name: &str, value: Option<&str>) -> ApiResult<()> {
+    match value {
+        Some(v) if v.contains('\0') => Err(field(&format!("/{name}"), "contains a NUL character")),
+        _ => Ok(()),
+    }
+}
+
 /// `[from, to)`: both given, or the hour before `to`. `to` defaults to one second
 /// after now, so what was sent a moment ago is included.
 fn range(
@@ -118,6 +127,8 @@ pub async fn get_logs(
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
     key.require(Scope::Read)?;
+    no_nul("account", query.account.as_deref())?;
+    no_nul("level", query.level.as_deref())?;
     let (from, to) = range(&state, query.from.as_deref(), query.to.as_deref())?;
     let terms = search_terms(query.q.as_deref().unwrap_or(""))?;
     let paging = state.paging(format!("{}/logs", key.tenant_id)).await?;
@@ -223,6 +234,8 @@ pub async fn get_metric(
     };
     let mut labels = Vec::new();
     for (k, v) in params {
+        no_nul(&k, Some(&v))?;
+        no_nul("label", Some(&k))?;
         match k.as_str() {
             "account" => query.account = Some(v),
             "from" => query.from = Some(v),

@@ -136,9 +136,9 @@ impl TelemetryStore for PgStore {
                 .push(")");
         }
         if !query.terms.is_empty() {
-            // Terms are letters and digits only: safe as tsquery words.
-            sql.push(" AND words @@ to_tsquery('simple', ")
-                .push_bind(query.terms.join(" & "))
+            // plainto_tsquery ANDs the words and never fails on odd characters.
+            sql.push(" AND words @@ plainto_tsquery('simple', ")
+                .push_bind(query.terms.join(" "))
                 .push(")");
         }
         sql.push(" ORDER BY ts DESC, id DESC LIMIT ")
