@@ -72,7 +72,7 @@ impl IngestMetrics {
     }
 
     /// Counts what one body held once its rows are stored.
-    pub fn accepted(&self, format: &str, bytes: usize, parsed: &Parsed, rejected_signal: &str) {
+    pub fn accepted(&self, format: &str, bytes: usize, counts: Counts, rejected_signal: &str) {
         let count = |signal: &str, outcome: &str, n: u64| {
             if n > 0 {
                 self.records
@@ -83,9 +83,9 @@ impl IngestMetrics {
                     .inc_by(n);
             }
         };
-        count("logs", "accepted", parsed.batch.logs.len() as u64);
-        count("metrics", "accepted", parsed.batch.points.len() as u64);
-        count(rejected_signal, "rejected", parsed.rejected.count);
+        count("logs", "accepted", counts.logs);
+        count("metrics", "accepted", counts.points);
+        count(rejected_signal, "rejected", counts.rejected);
         self.bytes
             .get_or_create(&FormatLabels {
                 format: format.into(),
@@ -99,6 +99,28 @@ impl IngestMetrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+}
+
+/// How many lines, points and rejections one body held.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub logs: u64,
+    pub points: u64,
+    pub rejected: u64,
+}
+
+impl Counts {
+    pub fn of(parsed: &Parsed) -> Self {
+        Self {
+            logs: parsed.batch.logs.len() as u64,
+            points: parsed.batch.points.len() as u64,
+            rejected: parsed.rejected.count,
+        }
+    }
+
+    pub fn accepted(self) -> u64 {
+        self.logs + self.points
     }
 }
 

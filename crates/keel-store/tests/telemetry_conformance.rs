@@ -241,7 +241,7 @@ async fn points_match_name_account_labels_and_range(kind: Kind) {
         to: at(3),
     };
     let values = |mut v: Vec<(i64, f64)>| {
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|p| p.0);
         v.into_iter().map(|p| p.1).collect::<Vec<_>>()
     };
     assert_eq!(

@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::Authed,
-    ingest::{media_type, read_body},
+    ingest::{media_type, read_body, Counts},
     problem::{ApiError, ApiResult, Problem},
     state::AppState,
 };
@@ -40,26 +40,27 @@ pub struct IngestReport {
     pub errors: Vec<String>,
 }
 
-/// Stores the parsed rows; the answer counts them.
+/// Stores the parsed rows; returns what they counted and why items were rejected.
 async fn store(
     state: &AppState,
     key: &keel_store::TenantId,
-    parsed: &Parsed,
+    parsed: Parsed,
     format: &str,
     bytes: usize,
     rejected_signal: &str,
-) -> ApiResult<()> {
+) -> ApiResult<(Counts, Vec<String>)> {
+    let counts = Counts::of(&parsed);
     if !parsed.batch.is_empty() {
         state
             .store
-            .append_telemetry(key, parsed.batch.clone(), None)
+            .append_telemetry(key, parsed.batch, None)
             .await?;
     }
     state
         .telemetry
         .ingest
-        .accepted(format, bytes, parsed, rejected_signal);
-    Ok(())
+        .accepted(format, bytes, counts, rejected_signal);
+    Ok((counts, parsed.rejected.errors))
 }
 
 /// Logs and metrics in the simple shape: one JSON object, an array of them, or
@@ -89,19 +90,12 @@ pub async fn post_telemetry(
     let body = read_body(body, &headers, state.config.limits.telemetry_max_bytes).await?;
     let parsed =
         simple::parse(&body, framing, state.clock.now()).map_err(ApiError::MalformedBody)?;
-    store(
-        &state,
-        &key.tenant_id,
-        &parsed,
-        "simple",
-        body.len(),
-        "logs",
-    )
-    .await?;
+    let (counts, errors) =
+        store(&state, &key.tenant_id, parsed, "simple", body.len(), "logs").await?;
     let report = IngestReport {
-        accepted: parsed.batch.len() as u64,
-        rejected: parsed.rejected.count,
-        errors: parsed.rejected.errors,
+        accepted: counts.accepted(),
+        rejected: counts.rejected,
+        errors,
     };
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
@@ -164,13 +158,11 @@ async fn otlp_export(
         }
     };
     match otlp_store(&state, &key, &headers, body, signal, encoding).await {
-        Ok(parsed) => {
-            let message = parsed.rejected.errors.join("; ");
+        Ok((counts, errors)) => {
+            let message = errors.join("; ");
             let body = match signal {
-                Signal::Logs => otlp::logs_response(parsed.rejected.count, &message, encoding),
-                Signal::Metrics => {
-                    otlp::metrics_response(parsed.rejected.count, &message, encoding)
-                }
+                Signal::Logs => otlp::logs_response(counts.rejected, &message, encoding),
+                Signal::Metrics => otlp::metrics_response(counts.rejected, &message, encoding),
             };
             (
                 [(
@@ -192,7 +184,7 @@ async fn otlp_store(
     body: Body,
     signal: Signal,
     encoding: Encoding,
-) -> ApiResult<Parsed> {
+) -> ApiResult<(Counts, Vec<String>)> {
     key.require(Scope::Write)?;
     let body = read_body(body, headers, state.config.limits.telemetry_max_bytes).await?;
     let now = state.clock.now();
@@ -201,8 +193,7 @@ async fn otlp_store(
         Signal::Metrics => (otlp::decode_metrics(&body, encoding, now), "metrics"),
     };
     let parsed = parsed.map_err(ApiError::MalformedBody)?;
-    store(state, &key.tenant_id, &parsed, "otlp", body.len(), name).await?;
-    Ok(parsed)
+    store(state, &key.tenant_id, parsed, "otlp", body.len(), name).await
 }
 
 /// The error as OTLP/HTTP wants it: the same status (and `Retry-After`), with a

@@ -261,10 +261,9 @@ impl Importer {
         }
         parsed.batch.default_account(&named.bucket);
         let import_id = format!("{}/{}@{}", named.bucket, named.key, named.sequencer);
-        let lines = parsed.batch.len() as u64;
-        let bytes = meta.size as usize;
+        let counts = crate::ingest::Counts::of(&parsed);
         let stored = store
-            .append_telemetry(&self.tenant, parsed.batch.clone(), Some(import_id))
+            .append_telemetry(&self.tenant, parsed.batch, Some(import_id))
             .await
             .map_err(|e| Failure::Transient(format!("the telemetry store is unavailable: {e}")))?;
         if !stored {
@@ -272,9 +271,9 @@ impl Importer {
         }
         self.context
             .ingest
-            .accepted("import", bytes, &parsed, "logs");
+            .accepted("import", meta.size as usize, counts, "logs");
         Ok(Imported::Rows {
-            lines,
+            lines: counts.accepted(),
             rejections: parsed.rejected,
         })
     }
