@@ -17,6 +17,9 @@ CREATE INDEX telemetry_logs_by_time ON telemetry_logs (tenant_id, ts);
 CREATE VIRTUAL TABLE telemetry_logs_text USING fts5(
     body, content = 'telemetry_logs', content_rowid = 'id', tokenize = 'unicode61'
 );
+-- How many lines hold each word (over every tenant): a query starts from the
+-- index when its rarest word is rare, and from the newest lines otherwise.
+CREATE VIRTUAL TABLE telemetry_logs_words USING fts5vocab(telemetry_logs_text, 'row');
 CREATE TRIGGER telemetry_logs_indexed AFTER INSERT ON telemetry_logs BEGIN
     INSERT INTO telemetry_logs_text (rowid, body) VALUES (new.id, new.body);
 END;

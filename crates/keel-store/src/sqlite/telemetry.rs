@@ -67,6 +67,23 @@ fn label_path(key: &str) -> StoreResult<String> {
 
 type LogRow = (i64, i64, String, String, String, String);
 
+/// Below this many lines holding a query's rarest word, the query starts from the
+/// full-text index and sorts what it finds; above it, from the newest lines,
+/// checking each against the index (which finds a page of a common word at once
+/// but would walk the whole table for a rare one).
+const INDEX_FIRST_BELOW: i64 = 20_000;
+
+/// How many lines (of every tenant) hold the rarest of `terms`.
+fn rarest_word_lines(conn: &Connection, terms: &[String]) -> StoreResult<i64> {
+    let mut lines = conn
+        .prepare_cached("SELECT coalesce(sum(doc), 0) FROM telemetry_logs_words WHERE term = ?1")?;
+    let mut rarest = i64::MAX;
+    for term in terms {
+        rarest = rarest.min(lines.query_row([term], |r| r.get(0))?);
+    }
+    Ok(rarest)
+}
+
 #[async_trait]
 impl TelemetryStore for SqliteStore {
     async fn append_telemetry(
@@ -99,11 +116,35 @@ impl TelemetryStore for SqliteStore {
     async fn query_logs(&self, tenant: &TenantId, query: LogQuery) -> StoreResult<Page<StoredLog>> {
         let (before_ts, before_id) = log_cursor(&query.page)?;
         let limit = query.page.limit;
-        let mut sql = String::from(
+        let index_first = !query.terms.is_empty()
+            && self
+                .readers
+                .read(|conn| rarest_word_lines(conn, &query.terms))?
+                < INDEX_FIRST_BELOW;
+        // The index's matches as the outer loop (CROSS JOIN fixes the order), or
+        // the newest lines filtered by the index.
+        let mut sql = String::from(if index_first {
+            "SELECT id, ts, account, level, body, attributes
+             FROM (SELECT rowid AS hit FROM telemetry_logs_text WHERE telemetry_logs_text MATCH ?1)
+             CROSS JOIN telemetry_logs ON id = hit
+             WHERE tenant_id = ?2 AND ts >= ?3 AND ts < ?4 AND (ts, id) < (?5, ?6)"
+        } else {
             "SELECT id, ts, account, level, body, attributes FROM telemetry_logs
-             WHERE tenant_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts, id) < (?4, ?5)",
-        );
+             WHERE ?1 IS NULL AND tenant_id = ?2 AND ts >= ?3 AND ts < ?4 AND (ts, id) < (?5, ?6)"
+        });
+        // Terms are letters and digits only; quoted, each is one FTS5 word.
+        let matching = query
+            .terms
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut args: Vec<SqlValue> = vec![
+            if index_first {
+                matching.clone().into()
+            } else {
+                SqlValue::Null
+            },
             tenant.as_str().to_owned().into(),
             query.from.as_microsecond().into(),
             query.to.as_microsecond().into(),
@@ -118,10 +159,8 @@ impl TelemetryStore for SqliteStore {
             args.push(level.into());
             sql.push_str(&format!(" AND level = ?{} COLLATE NOCASE", args.len()));
         }
-        if !query.terms.is_empty() {
-            // Terms are letters and digits only; quoted, each is one FTS5 word.
-            let matching: Vec<String> = query.terms.iter().map(|t| format!("\"{t}\"")).collect();
-            args.push(matching.join(" ").into());
+        if !query.terms.is_empty() && !index_first {
+            args.push(matching.into());
             sql.push_str(&format!(
                 " AND id IN (SELECT rowid FROM telemetry_logs_text WHERE telemetry_logs_text MATCH ?{})",
                 args.len()
