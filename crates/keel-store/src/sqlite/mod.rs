@@ -147,13 +147,16 @@ fn create_private_file(path: &Path) -> StoreResult<()> {
 
 /// A connection with the settings every Keel connection needs: WAL (readers never
 /// block the writer), `synchronous=FULL` (a commit is fsync'd before it returns),
-/// and a busy timeout so a second process on the same file waits rather than fails.
+/// a busy timeout so a second process on the same file waits rather than fails,
+/// and temporary data in memory: the writer's savepoints journal every page they
+/// touch, and sorts of search results are temporary B-trees — neither needs a file.
 pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
