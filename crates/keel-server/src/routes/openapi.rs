@@ -15,7 +15,8 @@
 //! - a route that needs a key: 403 (the key lacks a scope, or a quota is reached).
 //!
 //! Every error answer is documented as `application/problem+json` with the
-//! `Problem` schema, which is what the edge sends.
+//! `Problem` schema, which is what the edge sends — except the statuses a route
+//! documents with a body of its own (the OTLP receivers' `google.rpc.Status`).
 
 use utoipa::openapi::{
     header::HeaderBuilder,
@@ -90,7 +91,12 @@ pub fn complete(doc: &mut OpenApi) {
                 let Ok(code) = status.parse::<u16>() else {
                     continue;
                 };
-                if code >= 400 {
+                // A route whose protocol prescribes its own error body (OTLP's
+                // `google.rpc.Status`) keeps the statuses it documents itself.
+                let own_body = matches!(response, RefOr::T(r)
+                    if r.content.values().any(|content| !matches!(&content.schema,
+                        Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"))));
+                if code >= 400 && !own_body {
                     let description = match response {
                         RefOr::T(r) => r.description.clone(),
                         RefOr::Ref(_) => String::new(),

@@ -2,8 +2,8 @@
 //! shape; `POST /v1/logs` and `POST /v1/metrics` are OTLP/HTTP receivers that
 //! answer as the OTLP specification says — 200 with `partial_success` when some
 //! records were rejected (unset when none were), the response in the request's
-//! encoding, and every error a `google.rpc.Status` in that encoding too, with
-//! `Retry-After` on 429 and 503 so exporters back off and retry.
+//! encoding, and bad data (400, 413, 415) answered with a `google.rpc.Status` in
+//! that encoding; 429 and 503 carry `Retry-After` so exporters back off and retry.
 
 use axum::{
     body::Body,
@@ -100,6 +100,15 @@ pub async fn post_telemetry(
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
 
+/// `google.rpc.Status`, the body of an OTLP receiver's error answers (in the
+/// request's encoding; this is its JSON form).
+#[derive(Serialize, ToSchema)]
+pub struct OtlpStatus {
+    /// gRPC status code: 3 (invalid argument).
+    pub code: i32,
+    pub message: String,
+}
+
 #[derive(Clone, Copy)]
 enum Signal {
     Logs,
@@ -111,9 +120,9 @@ enum Signal {
     request_body(content = Object, description = "An OTLP `ExportLogsServiceRequest` (application/x-protobuf or application/json)",
         content_type = "application/json"),
     responses((status = 200, content_type = "application/json", body = Object, description = "`ExportLogsServiceResponse`, in the request's encoding"),
-              (status = 400, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
-              (status = 413, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
-              (status = 415, content_type = "application/json", body = Object, description = "`google.rpc.Status`")))]
+              (status = 400, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`"),
+              (status = 413, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`"),
+              (status = 415, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`")))]
 pub async fn otlp_logs(
     State(state): State<AppState>,
     Authed(key): Authed,
@@ -128,9 +137,9 @@ pub async fn otlp_logs(
     request_body(content = Object, description = "An OTLP `ExportMetricsServiceRequest` (application/x-protobuf or application/json)",
         content_type = "application/json"),
     responses((status = 200, content_type = "application/json", body = Object, description = "`ExportMetricsServiceResponse`, in the request's encoding"),
-              (status = 400, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
-              (status = 413, content_type = "application/json", body = Object, description = "`google.rpc.Status`"),
-              (status = 415, content_type = "application/json", body = Object, description = "`google.rpc.Status`")))]
+              (status = 400, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`"),
+              (status = 413, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`"),
+              (status = 415, content_type = "application/json", body = OtlpStatus, description = "`google.rpc.Status`")))]
 pub async fn otlp_metrics(
     State(state): State<AppState>,
     Authed(key): Authed,
@@ -196,9 +205,19 @@ async fn otlp_store(
     store(state, &key.tenant_id, parsed, "otlp", body.len(), name).await
 }
 
-/// The error as OTLP/HTTP wants it: the same status (and `Retry-After`), with a
-/// `google.rpc.Status` body in the request's encoding.
+/// The error as OTLP/HTTP wants it for bad data (400, 413, 415): a
+/// `google.rpc.Status` body in the request's encoding. Refusals that any route
+/// may give (403, 408, 429, 503) stay problem documents like everywhere else in
+/// Keel; exporters act on their status and `Retry-After`, not their body.
 fn otlp_error(error: ApiError, encoding: Encoding) -> Response {
+    if !matches!(
+        error.status(),
+        StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ) {
+        return error.into_response();
+    }
     let code = match error.status() {
         StatusCode::TOO_MANY_REQUESTS => 8,       // RESOURCE_EXHAUSTED
         StatusCode::SERVICE_UNAVAILABLE => 14,    // UNAVAILABLE
