@@ -187,9 +187,9 @@ pub fn media_type(headers: &HeaderMap) -> String {
 const PRUNE_STEP: u32 = 2_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Deletes every tenant's telemetry older than `retention`, in small steps, every
-/// minute, until `stop` turns true. Replicas may all run it: a step deletes what
-/// is there, so two pruners only share the work.
+/// Deletes every tenant's telemetry older than its retention (its own, else
+/// `retention`), in small steps, every minute, until `stop` turns true. Replicas
+/// may all run it: a step deletes what is there, so two pruners only share the work.
 pub async fn prune(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -214,10 +214,11 @@ pub async fn prune_once(
     retention: Duration,
     stop: &watch::Receiver<bool>,
 ) -> StoreResult<u64> {
-    let before = clock
-        .now()
-        .checked_sub(SignedDuration::try_from(retention).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MIN);
+    let now = clock.now();
+    let cutoff = |retention: Duration| {
+        now.checked_sub(SignedDuration::try_from(retention).unwrap_or(SignedDuration::MAX))
+            .unwrap_or(Timestamp::MIN)
+    };
     let mut gone = 0;
     let mut cursor = None;
     loop {
@@ -225,7 +226,11 @@ pub async fn prune_once(
             .list_tenants(PageRequest { limit: 500, cursor })
             .await?;
         for tenant in &page.items {
-            gone += prune_tenant(store, &tenant.id, before, stop).await?;
+            let own = store.telemetry_retention(&tenant.id).await?;
+            let kept = own.map_or(retention, |days| {
+                Duration::from_secs(u64::from(days) * 86_400)
+            });
+            gone += prune_tenant(store, &tenant.id, cutoff(kept), stop).await?;
         }
         cursor = page.next_cursor;
         if cursor.is_none() || *stop.borrow() {

@@ -298,6 +298,7 @@ async fn the_openapi_document_lists_every_route() {
             vec!["get", "put", "head", "delete"],
         ),
         ("/v1/telemetry", vec!["post"]),
+        ("/v1/telemetry/retention", vec!["get", "put"]),
         ("/v1/logs", vec!["get", "post"]),
         ("/v1/metrics", vec!["post"]),
         ("/v1/metrics/{name}", vec!["get"]),

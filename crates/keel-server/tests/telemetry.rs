@@ -813,3 +813,89 @@ async fn the_seed_flow_imports_matching_uploads_and_queues_their_events() {
     assert!(metrics.contains("keel_telemetry_imports_total{outcome=\"duplicate\"} 1"));
     assert!(metrics.contains("keel_telemetry_imports_total{outcome=\"dead-lettered\"} 1"));
 }
+
+#[tokio::test]
+async fn retention_is_per_tenant_and_pruning_takes_only_what_is_older() {
+    let app = spawn_app().await;
+    let short = app.register("short@example.com").await;
+    let long = app.register("long@example.com").await;
+    assert_eq!(
+        app.get_json("/v1/telemetry/retention", &short).await,
+        json!({"days": 7, "default": true})
+    );
+    let set = app
+        .put_json("/v1/telemetry/retention", json!({"days": 1}))
+        .key(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(
+        set.json::<Value>().await.unwrap(),
+        json!({"days": 1, "default": false})
+    );
+    for bad in [
+        json!({"days": 0}),
+        json!({"days": 3651}),
+        json!({"days": "week"}),
+    ] {
+        app.put_json("/v1/telemetry/retention", bad)
+            .key(&short)
+            .problem(400)
+            .await;
+    }
+    // The clock says 2024-06-15T12:00:00Z: one line two days old, one new.
+    let lines = json!([
+        {"log": "two days old", "ts": "2024-06-13T12:00:00Z"},
+        {"log": "fresh", "ts": "2024-06-15T11:59:00Z"},
+        {"metric": "old_metric", "ts": "2024-06-13T12:00:00Z"}
+    ]);
+    for key in [&short, &long] {
+        let response = post_telemetry(
+            &app,
+            key,
+            "application/json",
+            lines.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), 202);
+    }
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let gone = keel_server::ingest::prune_once(
+        &*app.state.store,
+        &*app.state.clock,
+        Duration::from_secs(7 * 86_400),
+        &stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone, 2, "the short tenant's old line and old point");
+    let june = |key: &str| {
+        let app = &app;
+        let key = key.to_owned();
+        async move {
+            let found = app
+                .get_json(
+                    "/v1/logs?from=2024-06-01T00:00:00Z&to=2024-06-16T00:00:00Z",
+                    &key,
+                )
+                .await;
+            found["logs"].as_array().unwrap().clone()
+        }
+    };
+    assert_eq!(bodies(&june(&short).await), ["fresh"]);
+    assert_eq!(bodies(&june(&long).await), ["fresh", "two days old"]);
+    let old = "/v1/metrics/old_metric?from=2024-06-01T00:00:00Z&to=2024-06-16T00:00:00Z&agg=count";
+    assert_eq!(app.get_json(old, &short).await["points"], json!([]));
+    assert_eq!(app.get_json(old, &long).await["points"][0]["value"], 1.0);
+    let reset = app
+        .put_json("/v1/telemetry/retention", json!({"days": null}))
+        .key(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reset.json::<Value>().await.unwrap(),
+        json!({"days": 7, "default": true})
+    );
+}

@@ -88,6 +88,14 @@ pub trait TelemetryStore: Send + Sync {
         query: PointQuery,
         max: usize,
     ) -> StoreResult<Vec<(i64, f64)>>;
+    /// The tenant's own retention in days, if it set one.
+    async fn telemetry_retention(&self, tenant: &TenantId) -> StoreResult<Option<u32>>;
+    /// Sets (or, with `None`, clears) the tenant's own retention in days.
+    async fn set_telemetry_retention(
+        &self,
+        tenant: &TenantId,
+        days: Option<u32>,
+    ) -> StoreResult<()>;
     /// Deletes up to `limit` of the tenant's lines, points and import records
     /// older than `before`; returns how many rows went. Callers repeat it in small
     /// steps so that pruning never holds up ingest for long.

@@ -391,6 +391,14 @@ async fn pruning_removes_old_rows_in_steps(kind: Kind) {
         10,
         "another tenant's rows stay"
     );
+    // A tenant's own retention: set, read, replaced, cleared; others unaffected.
+    assert_eq!(store.telemetry_retention(&t).await.unwrap(), None);
+    store.set_telemetry_retention(&t, Some(30)).await.unwrap();
+    store.set_telemetry_retention(&t, Some(2)).await.unwrap();
+    assert_eq!(store.telemetry_retention(&t).await.unwrap(), Some(2));
+    assert_eq!(store.telemetry_retention(&other).await.unwrap(), None);
+    store.set_telemetry_retention(&t, None).await.unwrap();
+    assert_eq!(store.telemetry_retention(&t).await.unwrap(), None);
 }
 
 on_every_adapter!(

@@ -128,6 +128,7 @@ fn api() -> OpenApiRouter<AppState> {
             objects::delete_object
         ))
         .routes(routes!(telemetry::post_telemetry))
+        .routes(routes!(telemetry::get_retention, telemetry::put_retention))
         .routes(routes!(telemetry::otlp_logs, telemetry_queries::get_logs))
         .routes(routes!(telemetry::otlp_metrics))
         .routes(routes!(telemetry_queries::get_metric))

@@ -20,15 +20,87 @@ use keel_core::{
         Parsed,
     },
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
     auth::Authed,
+    extract::{from_json, JsonBody},
     ingest::{media_type, read_body, Counts},
     problem::{ApiError, ApiResult, Problem},
     state::AppState,
 };
+
+/// Most days a tenant may keep telemetry (ten years).
+const MAX_RETENTION_DAYS: u64 = 3650;
+
+#[derive(Serialize, ToSchema)]
+pub struct Retention {
+    /// Days lines and points are kept before they are pruned.
+    pub days: u64,
+    /// `true` when this is the server's default (`telemetry_retention_days`), not
+    /// a value the tenant set.
+    pub default: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RetentionBody {
+    /// 1 to 3650; `null` returns to the server's default.
+    pub days: Option<u64>,
+}
+
+async fn retention_of(state: &AppState, tenant: &keel_store::TenantId) -> ApiResult<Retention> {
+    Ok(match state.store.telemetry_retention(tenant).await? {
+        Some(days) => Retention {
+            days: u64::from(days),
+            default: false,
+        },
+        None => Retention {
+            days: state.config.limits.telemetry_retention_days,
+            default: true,
+        },
+    })
+}
+
+/// How long this tenant's telemetry is kept.
+#[utoipa::path(get, path = "/v1/telemetry/retention", tag = "telemetry", security(("bearer" = [])),
+    responses((status = 200, body = Retention)))]
+pub async fn get_retention(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+) -> ApiResult<Json<Retention>> {
+    key.require(Scope::Read)?;
+    Ok(Json(retention_of(&state, &key.tenant_id).await?))
+}
+
+/// Sets how long this tenant's telemetry is kept (pruned in the background
+/// within about a minute); `{"days": null}` returns to the server's default.
+#[utoipa::path(put, path = "/v1/telemetry/retention", tag = "telemetry", security(("bearer" = [])),
+    request_body = RetentionBody,
+    responses((status = 200, body = Retention), (status = 400, body = Problem)))]
+pub async fn put_retention(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Retention>> {
+    key.require(Scope::Admin)?;
+    let body: RetentionBody = from_json(body)?;
+    let days = match body.days {
+        Some(days @ 1..=MAX_RETENTION_DAYS) => Some(days as u32),
+        Some(_) => {
+            return Err(ApiError::field(keel_core::FieldError::new(
+                "/days",
+                format!("days is from 1 to {MAX_RETENTION_DAYS}, or null for the default"),
+            )))
+        }
+        None => None,
+    };
+    state
+        .store
+        .set_telemetry_retention(&key.tenant_id, days)
+        .await?;
+    Ok(Json(retention_of(&state, &key.tenant_id).await?))
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct IngestReport {

@@ -37,13 +37,18 @@ CREATE TABLE telemetry_imports (
 );
 CREATE INDEX telemetry_imports_by_time ON telemetry_imports (tenant_id, imported_at);
 
+CREATE TABLE telemetry_settings (
+    tenant_id       TEXT PRIMARY KEY,
+    retention_days  INTEGER NOT NULL
+);
+
 ALTER TABLE delivery_attempts ADD COLUMN report TEXT;
 
 DO $$
 DECLARE
     t TEXT;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['telemetry_logs', 'telemetry_points', 'telemetry_imports']
+    FOREACH t IN ARRAY ARRAY['telemetry_logs', 'telemetry_points', 'telemetry_imports', 'telemetry_settings']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);

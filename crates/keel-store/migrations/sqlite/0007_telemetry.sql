@@ -48,6 +48,12 @@ CREATE TABLE telemetry_imports (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX telemetry_imports_by_time ON telemetry_imports (tenant_id, imported_at);
 
+-- A tenant's own retention, when it set one (else the process's default).
+CREATE TABLE telemetry_settings (
+    tenant_id       TEXT PRIMARY KEY,
+    retention_days  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
 -- A built-in worker's report of what one delivery did (telemetry-import: imported,
 -- rejected, first errors), as JSON.
 ALTER TABLE delivery_attempts ADD COLUMN report TEXT;

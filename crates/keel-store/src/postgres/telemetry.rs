@@ -192,6 +192,36 @@ impl TelemetryStore for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn telemetry_retention(&self, tenant: &TenantId) -> StoreResult<Option<u32>> {
+        let statement =
+            sqlx::query("SELECT retention_days FROM telemetry_settings WHERE tenant_id = $1")
+                .bind(tenant.as_str());
+        let row = self
+            .fetch_optional_alone(Rows::Of(tenant.as_str()), statement)
+            .await?;
+        Ok(row.map(|r| r.get::<i32, _>(0) as u32))
+    }
+
+    async fn set_telemetry_retention(
+        &self,
+        tenant: &TenantId,
+        days: Option<u32>,
+    ) -> StoreResult<()> {
+        let statement = match days {
+            Some(days) => sqlx::query(
+                "INSERT INTO telemetry_settings (tenant_id, retention_days) VALUES ($1, $2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+            )
+            .bind(tenant.as_str())
+            .bind(days as i32),
+            None => sqlx::query("DELETE FROM telemetry_settings WHERE tenant_id = $1")
+                .bind(tenant.as_str()),
+        };
+        self.execute_alone(Rows::Of(tenant.as_str()), statement)
+            .await
+            .map(drop)
+    }
+
     async fn prune_telemetry(
         &self,
         tenant: &TenantId,

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use keel_core::telemetry::Batch;
-use rusqlite::{params, types::Value as SqlValue, Connection};
+use rusqlite::{params, types::Value as SqlValue, Connection, OptionalExtension};
 
 use super::{from_micros, SqliteStore};
 use crate::{
@@ -246,6 +246,41 @@ impl TelemetryStore for SqliteStore {
             return Err(too_many_points(max));
         }
         Ok(points)
+    }
+
+    async fn telemetry_retention(&self, tenant: &TenantId) -> StoreResult<Option<u32>> {
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT retention_days FROM telemetry_settings WHERE tenant_id = ?1",
+                )?
+                .query_row([tenant.as_str()], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    async fn set_telemetry_retention(
+        &self,
+        tenant: &TenantId,
+        days: Option<u32>,
+    ) -> StoreResult<()> {
+        let tenant = tenant.0.clone();
+        self.writer
+            .execute(move |conn| {
+                match days {
+                    Some(days) => conn
+                        .prepare_cached(
+                            "INSERT INTO telemetry_settings (tenant_id, retention_days) VALUES (?1, ?2)
+                             ON CONFLICT (tenant_id) DO UPDATE SET retention_days = excluded.retention_days",
+                        )?
+                        .execute(params![tenant, days])?,
+                    None => conn
+                        .prepare_cached("DELETE FROM telemetry_settings WHERE tenant_id = ?1")?
+                        .execute([&tenant])?,
+                };
+                Ok(())
+            })
+            .await
     }
 
     async fn prune_telemetry(
