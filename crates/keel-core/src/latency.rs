@@ -72,6 +72,37 @@ impl LatencyHistogram {
         self.total
     }
 
+    /// The non-empty buckets as `index:count` pairs separated by commas: a
+    /// compact text form for storage (a monitor's rollups keep one per bucket).
+    pub fn to_sparse(&self) -> String {
+        let mut out = String::new();
+        for (index, &count) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&format!("{index}:{count}"));
+        }
+        out
+    }
+
+    /// Reads [`LatencyHistogram::to_sparse`]'s form back; pairs that do not fit
+    /// are skipped.
+    pub fn from_sparse(text: &str) -> Self {
+        let mut h = Self::default();
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let Some((index, count)) = pair.split_once(':') else {
+                continue;
+            };
+            if let (Ok(index), Ok(count)) = (index.parse::<usize>(), count.parse::<u32>()) {
+                if index < BUCKETS {
+                    h.counts[index] = h.counts[index].saturating_add(count);
+                    h.total += u64::from(count);
+                }
+            }
+        }
+        h
+    }
+
     /// The `q`-quantile (0 < q ≤ 1) in microseconds; `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.total == 0 {
@@ -123,6 +154,7 @@ mod tests {
             for v in &a { LatencyHistogram::record(&mut ha, *v); LatencyHistogram::record(&mut both, *v); }
             for v in &b { LatencyHistogram::record(&mut hb, *v); LatencyHistogram::record(&mut both, *v); }
             LatencyHistogram::merge(&mut ha, &hb);
+            prop_assert_eq!(&LatencyHistogram::from_sparse(&ha.to_sparse()), &ha);
             prop_assert_eq!(ha, both);
         }
     }

@@ -18,5 +18,6 @@ pub mod latency;
 pub mod objects;
 pub mod outbound;
 pub mod telemetry;
+pub mod uptime;
 
 pub use field_error::FieldError;
