@@ -12,6 +12,7 @@ pub mod cache;
 pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
+pub mod monitors;
 pub mod nats;
 pub mod objects;
 pub mod postgres;
@@ -153,6 +154,7 @@ pub trait Store:
     + collections::CollectionStore
     + objects::ObjectIndex
     + telemetry::TelemetryStore
+    + monitors::MonitorStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "telemetry",
         include_str!("../../migrations/postgres/0003_telemetry.sql"),
     ),
+    (
+        4,
+        "monitors",
+        include_str!("../../migrations/postgres/0004_monitors.sql"),
+    ),
 ];
 
 /// Any constant both replicas agree on: the key of the migration lock.

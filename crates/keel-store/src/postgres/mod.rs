@@ -22,6 +22,7 @@ mod counters;
 mod errors;
 mod foundation;
 mod migrations;
+mod monitors;
 mod objects;
 mod receive;
 mod telemetry;

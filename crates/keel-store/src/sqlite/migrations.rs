@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "telemetry",
         include_str!("../../migrations/sqlite/0007_telemetry.sql"),
     ),
+    (
+        8,
+        "monitors",
+        include_str!("../../migrations/sqlite/0008_monitors.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

@@ -12,6 +12,7 @@ mod consume;
 mod errors;
 mod leases;
 mod migrations;
+mod monitors;
 mod objects;
 mod queries;
 mod readers;
