@@ -74,6 +74,7 @@ pub struct App {
     pub address: Option<SocketAddr>,
     server: Option<JoinHandle<io::Result<()>>>,
     workers: Option<JoinHandle<()>>,
+    prober: Option<JoinHandle<()>>,
     stop_server: watch::Sender<bool>,
 }
 
@@ -111,6 +112,16 @@ impl App {
         let workers = roles
             .worker
             .then(|| crate::workers::spawn(state.worker_context()));
+        let prober = roles
+            .prober
+            .then(|| crate::prober::spawn(state.prober_context()));
+        // Every replica prunes old monitor results; they share the work.
+        tokio::spawn(crate::prober::prune(
+            state.store.clone(),
+            state.clock.clone(),
+            keel_store::monitors::MonitorRetention::default(),
+            state.stop_signal(),
+        ));
         if roles.api || roles.worker {
             // Every such replica relays object events, collects unused blobs and
             // prunes old telemetry; they share the work (leases, small deletes).
@@ -141,6 +152,7 @@ impl App {
             address,
             server,
             workers,
+            prober,
             stop_server,
         }
     }
@@ -165,6 +177,12 @@ impl App {
             // What does not finish is redelivered once its visibility timeout lapses.
             if tokio::time::timeout(grace, workers).await.is_err() {
                 tracing::warn!("workers did not stop within {grace:?}; exiting anyway");
+            }
+        }
+        if let Some(prober) = self.prober {
+            // Checks not started are handed back; started ones are recorded.
+            if tokio::time::timeout(grace, prober).await.is_err() {
+                tracing::warn!("the prober did not stop within {grace:?}; exiting anyway");
             }
         }
         self.state.flush().await;

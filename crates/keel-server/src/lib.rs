@@ -16,6 +16,7 @@ pub mod limits;
 pub mod logins;
 pub mod objects;
 pub mod outbound;
+pub mod prober;
 pub mod problem;
 pub mod request_log;
 pub mod routes;

@@ -66,6 +66,14 @@ pub struct Limits {
     /// Outbound webhook calls in flight at once for one tenant.
     pub outbound_max_in_flight_per_tenant: usize,
 
+    // --- probes (monitors) ---
+    /// Addresses monitors may check although they are internal, as for
+    /// `webhook_allow`. Empty: only public addresses, so a tenant's monitor
+    /// cannot map the network Keel runs in.
+    pub probe_allow: Vec<String>,
+    /// Checks running at once in one prober process.
+    pub probe_max_in_flight: usize,
+
     // --- objects ---
     /// Largest object an upload may store; larger → 413 (SPEC §6: 5 GiB).
     pub object_max_bytes: u64,
@@ -110,6 +118,8 @@ impl Default for Limits {
             webhook_allow_http: false,
             outbound_max_in_flight: 256,
             outbound_max_in_flight_per_tenant: 32,
+            probe_allow: Vec::new(),
+            probe_max_in_flight: 512,
             object_max_bytes: 5 * 1024 * 1024 * 1024,
             telemetry_max_bytes: 16 * 1024 * 1024,
             telemetry_import_max_bytes: 64 * 1024 * 1024,
@@ -170,6 +180,7 @@ impl Limits {
             );
         }
         keel_core::outbound::AddressPolicy::parse(&self.webhook_allow)?;
+        keel_core::outbound::AddressPolicy::parse(&self.probe_allow)?;
         Ok(())
     }
 

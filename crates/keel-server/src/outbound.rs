@@ -40,11 +40,13 @@ const NOT_PUBLIC: Refused = Refused("the destination is not a public address (se
 /// Resolves with the system resolver, then keeps only permitted addresses.
 struct GuardedResolver {
     policy: Arc<AddressPolicy>,
+    refusal: Refused,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let refusal = self.refusal.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> =
@@ -58,11 +60,26 @@ impl Resolve for GuardedResolver {
                     .collect()
             };
             if allowed.is_empty() {
-                return Err(Box::new(NOT_PUBLIC) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(refusal) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+/// A client that connects only to addresses `policy` permits (names resolved
+/// here, every address checked before connecting), follows no redirects and uses
+/// no proxy from the environment; `refusal` is what a refused name reports.
+pub fn guarded_client(
+    policy: Arc<AddressPolicy>,
+    refusal: Refused,
+    user_agent: &'static str,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { policy, refusal }))
 }
 
 pub struct Outbound {
@@ -87,13 +104,7 @@ impl Outbound {
             AddressPolicy::parse(&limits.webhook_allow)
                 .expect("webhook_allow is validated with the configuration"),
         );
-        let client = reqwest::Client::builder()
-            .user_agent("keel-webhook/1")
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
+        let client = guarded_client(policy.clone(), NOT_PUBLIC, "keel-webhook/1")
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(8)
             .build()

@@ -169,6 +169,18 @@ impl AppState {
         }
     }
 
+    /// What the prober role needs from this process.
+    pub fn prober_context(&self) -> crate::prober::ProberContext {
+        crate::prober::ProberContext {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            probes: Arc::new(crate::prober::Probes::new(&self.config.limits.probe_allow)),
+            metrics: self.telemetry.probes.clone(),
+            max_in_flight: self.config.limits.probe_max_in_flight,
+            stop: self.stop_signal(),
+        }
+    }
+
     /// From now on `/readyz` answers 503 so load balancers stop sending traffic.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

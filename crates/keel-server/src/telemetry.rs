@@ -48,6 +48,8 @@ pub struct Telemetry {
     pub cache: Arc<CacheMetrics>,
     /// Telemetry ingest and import counters.
     pub ingest: Arc<crate::ingest::IngestMetrics>,
+    /// Probe results and incidents.
+    pub probes: Arc<crate::prober::ProbeMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -87,10 +89,12 @@ impl Telemetry {
         let bus = Arc::new(BusMetrics::register(&mut registry));
         let cache = Arc::new(CacheMetrics::register(&mut registry));
         let ingest = Arc::new(crate::ingest::IngestMetrics::register(&mut registry));
+        let probes = Arc::new(crate::prober::ProbeMetrics::register(&mut registry));
         Self {
             bus,
             cache,
             ingest,
+            probes,
             registry,
             requests,
             latency,

@@ -104,14 +104,19 @@ impl Condition {
         let value = serde_json::from_str::<Value>(value_text)
             .unwrap_or_else(|_| Value::String(value_text.to_owned()));
         if op.orders() && !value.is_number() {
-            return Err(format!("{} compares numbers; {value_text} is not one", op.symbol()));
+            return Err(format!(
+                "{} compares numbers; {value_text} is not one",
+                op.symbol()
+            ));
         }
         if matches!(
             subject,
             Subject::Status | Subject::ResponseTimeMs | Subject::CertExpiresInDays
         ) && !value.is_number()
         {
-            return Err(format!("{subject_text} is a number; {value_text} is not one"));
+            return Err(format!(
+                "{subject_text} is a number; {value_text} is not one"
+            ));
         }
         Ok(Self {
             text: format!("{subject_text} {} {value_text}", op.symbol()),
@@ -145,8 +150,7 @@ impl Condition {
             Subject::Body => Value::String(seen.body.clone().ok_or("no body")?),
             Subject::BodyPath(path) => {
                 let body = seen.body.as_deref().ok_or("no body")?;
-                let json: Value =
-                    serde_json::from_str(body).map_err(|_| "the body is not JSON")?;
+                let json: Value = serde_json::from_str(body).map_err(|_| "the body is not JSON")?;
                 let mut at = &json;
                 for step in path {
                     at = match step {
@@ -351,7 +355,10 @@ mod tests {
 
     #[test]
     fn failures_say_what_was_seen() {
-        assert_eq!(holds("status == 503").unwrap_err(), "status == 503 (was 200)");
+        assert_eq!(
+            holds("status == 503").unwrap_err(),
+            "status == 503 (was 200)"
+        );
         assert_eq!(
             holds("response_time_ms < 100").unwrap_err(),
             "response_time_ms < 100 (was 120)"
@@ -366,7 +373,10 @@ mod tests {
         );
         let down = Observation::default();
         assert_eq!(
-            Condition::parse("status == 200").unwrap().check(&down).unwrap_err(),
+            Condition::parse("status == 200")
+                .unwrap()
+                .check(&down)
+                .unwrap_err(),
             "status == 200 (no status)"
         );
         let text = Observation {
@@ -379,7 +389,9 @@ mod tests {
             .unwrap_err()
             .contains("not JSON"));
         assert_eq!(
-            Condition::parse("body == \"not json\"").unwrap().check(&text),
+            Condition::parse("body == \"not json\"")
+                .unwrap()
+                .check(&text),
             Ok(())
         );
     }

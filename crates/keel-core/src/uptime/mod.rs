@@ -1,6 +1,7 @@
 //! Uptime monitoring (SPEC §7): monitor definitions and their conditions, when
 //! each check is due, and the tallies that minute, hour and day rollups keep.
 
+pub mod cert;
 pub mod condition;
 pub mod monitor;
 
@@ -148,7 +149,10 @@ mod tests {
         // Ten intervals late: the next slot ahead, not ten checks.
         let late = first + 10 * period + 5;
         assert_eq!(next_slot(first, period, late), first + 11 * period);
-        assert_eq!(next_slot(first, period, first + 2 * period), first + 3 * period);
+        assert_eq!(
+            next_slot(first, period, first + 2 * period),
+            first + 3 * period
+        );
     }
 
     #[test]
@@ -157,7 +161,10 @@ mod tests {
         for i in 0..3000 {
             seconds[(phase_micros(&format!("monitor-{i}"), 30) / 1_000_000) as usize] += 1;
         }
-        assert!(seconds.iter().all(|&n| (50..=150).contains(&n)), "{seconds:?}");
+        assert!(
+            seconds.iter().all(|&n| (50..=150).contains(&n)),
+            "{seconds:?}"
+        );
     }
 
     #[test]

@@ -122,7 +122,10 @@ impl MonitorSpec {
             .map(|m| m.to_ascii_uppercase())
             .unwrap_or_else(|| "GET".into());
         if !METHODS.contains(&method.as_str()) {
-            fields.fail("method", "expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS");
+            fields.fail(
+                "method",
+                "expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
+            );
         }
         let headers = fields.headers();
         let body = fields.string("body", MAX_BODY);
@@ -140,7 +143,10 @@ impl MonitorSpec {
                     None => fields.fail("target", "an http monitor needs a URL"),
                 }
                 if u64::from(timeout_ms) > u64::from(interval_s) * 1000 {
-                    fields.fail("timeout_ms", "the timeout cannot be longer than the interval");
+                    fields.fail(
+                        "timeout_ms",
+                        "the timeout cannot be longer than the interval",
+                    );
                 }
             }
             Some(MonitorKind::Tcp) => {
@@ -153,7 +159,10 @@ impl MonitorSpec {
                     None => fields.fail("target", "a tcp monitor needs host:port"),
                 }
                 if u64::from(timeout_ms) > u64::from(interval_s) * 1000 {
-                    fields.fail("timeout_ms", "the timeout cannot be longer than the interval");
+                    fields.fail(
+                        "timeout_ms",
+                        "the timeout cannot be longer than the interval",
+                    );
                 }
                 for field in ["method", "headers", "body"] {
                     if named(field) {
@@ -206,6 +215,11 @@ impl MonitorSpec {
             .iter()
             .filter_map(|c| Condition::parse(c).ok())
             .collect()
+    }
+
+    /// The interval in µs: from one check slot to the next.
+    pub fn interval_micros(&self) -> i64 {
+        i64::from(self.interval_s) * 1_000_000
     }
 
     /// How long after a check (or a heartbeat) the next one is due, in µs; push
@@ -433,7 +447,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pointer, "/conditions/1");
-        assert!(errors[0].detail.contains("\"statsu == 200\""), "{}", errors[0].detail);
+        assert!(
+            errors[0].detail.contains("\"statsu == 200\""),
+            "{}",
+            errors[0].detail
+        );
     }
 
     #[test]

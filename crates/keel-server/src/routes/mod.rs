@@ -9,12 +9,14 @@ pub mod collections;
 pub mod counters;
 pub mod hello;
 pub mod me;
+pub mod monitors;
 pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod queues;
 pub mod telemetry;
 pub mod telemetry_queries;
+pub mod uptime;
 
 use std::sync::OnceLock;
 
@@ -132,6 +134,16 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(telemetry::otlp_logs, telemetry_queries::get_logs))
         .routes(routes!(telemetry::otlp_metrics))
         .routes(routes!(telemetry_queries::get_metric))
+        .routes(routes!(monitors::create_monitor, monitors::list_monitors))
+        .routes(routes!(
+            monitors::get_monitor,
+            monitors::put_monitor,
+            monitors::delete_monitor
+        ))
+        .routes(routes!(monitors::push))
+        .routes(routes!(uptime::get_uptime))
+        .routes(routes!(uptime::list_incidents))
+        .routes(routes!(uptime::patch_incident))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
