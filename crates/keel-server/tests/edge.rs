@@ -302,6 +302,12 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/logs", vec!["get", "post"]),
         ("/v1/metrics", vec!["post"]),
         ("/v1/metrics/{name}", vec!["get"]),
+        ("/v1/monitors", vec!["get", "post"]),
+        ("/v1/monitors/{id}", vec!["get", "put", "delete"]),
+        ("/v1/monitors/{id}/push", vec!["post"]),
+        ("/v1/monitors/{id}/uptime", vec!["get"]),
+        ("/v1/monitors/{id}/incidents", vec!["get"]),
+        ("/v1/incidents/{id}", vec!["patch"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -374,6 +380,10 @@ async fn junk_input_never_causes_a_server_error() {
         (Method::POST, "/v1/queues/junk/q/dlq/redrive"),
         (Method::POST, "/v1/collections/junk/records"),
         (Method::POST, "/v1/collections/junk/records?wait=true"),
+        (Method::POST, "/v1/monitors"),
+        (Method::PUT, "/v1/monitors/junk"),
+        (Method::PATCH, "/v1/incidents/junk"),
+        (Method::POST, "/v1/monitors/junk/push?token=x"),
     ];
     for key in [None, Some(user.as_str()), Some(app.operator_key.as_str())] {
         for (method, path) in &routes {

@@ -86,7 +86,10 @@ async fn next_check(app: &TestApp, id: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the slot {slot} was not checked: {}", monitor(app, id).await);
+    panic!(
+        "the slot {slot} was not checked: {}",
+        monitor(app, id).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +111,10 @@ async fn monitors_are_managed_and_bad_definitions_named() {
         .unwrap()
         .contains("\"statsu == 200\""));
     let bad = app
-        .post_json("/v1/monitors", json!({"name": "x", "kind": "tcp", "target": "db"}))
+        .post_json(
+            "/v1/monitors",
+            json!({"name": "x", "kind": "tcp", "target": "db"}),
+        )
         .key(&key)
         .problem(400)
         .await;
@@ -124,13 +130,10 @@ async fn monitors_are_managed_and_bad_definitions_named() {
     assert_eq!(made["status"], "pending");
     assert_eq!(made["timeout_ms"], 5000);
     assert_eq!(made["incident_after"], 2);
-    app.post_json(
-        "/v1/monitors",
-        json!({"name": "api", "kind": "push"}),
-    )
-    .key(&key)
-    .problem(409)
-    .await;
+    app.post_json("/v1/monitors", json!({"name": "api", "kind": "push"}))
+        .key(&key)
+        .problem(409)
+        .await;
     let listed = app.get_json("/v1/monitors?limit=10", &key).await;
     assert_eq!(listed["monitors"][0]["id"], id);
 
@@ -256,7 +259,14 @@ async fn a_target_that_goes_down_and_comes_back() {
         .problem(404)
         .await;
 
-    let metrics = app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("keel_probe_results_total{kind=\"http\",outcome=\"down\"} 3"),
         "{metrics}"
@@ -323,7 +333,11 @@ async fn heartbeats_keep_a_push_monitor_up_and_a_missed_one_takes_it_down() {
         .get_json(&format!("/v1/monitors/{id}/incidents"), &key)
         .await;
     let all = incidents["incidents"].as_array().unwrap();
-    assert_eq!(all.len(), 2, "the slow run and the missed heartbeat: {incidents}");
+    assert_eq!(
+        all.len(),
+        2,
+        "the slow run and the missed heartbeat: {incidents}"
+    );
     assert!(all.iter().all(|i| i["status"] == "resolved"));
 }
 

@@ -91,7 +91,9 @@ mod tests {
     const CERT: &str = "MIIBazCCARCgAwIBAgIBBzAKBggqhkjOPQQDAjAUMRIwEAYDVQQDDAlrZWVsLXRlc3QwHhcNMjYxMjAyMjAwNTAyWhcNMjcwMTAxMjAwNTAyWjAUMRIwEAYDVQQDDAlrZWVsLXRlc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR8qI6wl3dGuE4I6vKEkLd1Qdi3TOUNfozQ3iKgB0l9UEYTQPopur8HWIVYg8da0+RcQ2pmDDW/FxUtp68pfHmLo1MwUTAdBgNVHQ4EFgQUvfH8pXNO3tlolZKUgpRLHVCW+rcwHwYDVR0jBBgwFoAUvfH8pXNO3tlolZKUgpRLHVCW+rcwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAvkuIsM0up/t6DLlvk0vSfpak8HiuftPYNxSfvrY4g74CIQDM9OjL+DfvBsu4Aep6/DmvNK+23goWs3YR68K11/KQ9g==";
 
     fn der() -> Vec<u8> {
-        base64::engine::general_purpose::STANDARD.decode(CERT).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(CERT)
+            .unwrap()
     }
 
     #[test]
@@ -114,8 +116,16 @@ mod tests {
         }
         assert_eq!(not_after(b""), None);
         assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
-        assert_eq!(parse_time(UTC_TIME, "991231235959Z").unwrap().to_string(), "1999-12-31T23:59:59Z");
-        assert_eq!(parse_time(GENERALIZED_TIME, "20501231235959Z").unwrap().to_string(), "2050-12-31T23:59:59Z");
+        assert_eq!(
+            parse_time(UTC_TIME, "991231235959Z").unwrap().to_string(),
+            "1999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            parse_time(GENERALIZED_TIME, "20501231235959Z")
+                .unwrap()
+                .to_string(),
+            "2050-12-31T23:59:59Z"
+        );
         assert_eq!(parse_time(UTC_TIME, "991331235959Z"), None);
     }
 }

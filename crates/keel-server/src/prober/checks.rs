@@ -18,8 +18,7 @@ use tokio::time::Instant;
 
 use crate::outbound::{guarded_client, Refused};
 
-const NOT_PERMITTED: Refused =
-    Refused("the destination is not a public address (see probe_allow)");
+const NOT_PERMITTED: Refused = Refused("the destination is not a public address (see probe_allow)");
 /// Most of a body read for conditions; the rest is not waited for.
 const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -81,10 +80,7 @@ impl Probes {
             MonitorKind::Http => self.http(spec, timeout, now).await,
             MonitorKind::Tcp => self.tcp(spec, timeout).await,
             MonitorKind::Push => Outcome::failed(
-                format!(
-                    "no heartbeat within {} s",
-                    spec.period_micros() / 1_000_000
-                ),
+                format!("no heartbeat within {} s", spec.period_micros() / 1_000_000),
                 None,
             ),
         }
@@ -106,8 +102,8 @@ impl Probes {
         if literal_refused {
             return Outcome::failed(format!("refused: {NOT_PERMITTED}"), None);
         }
-        let method = reqwest::Method::from_bytes(spec.method.as_bytes())
-            .unwrap_or(reqwest::Method::GET);
+        let method =
+            reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut request = self.client.request(method, url).timeout(timeout);
         for (name, value) in &spec.headers {
             request = request.header(name, value);
@@ -120,7 +116,10 @@ impl Probes {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                return Outcome::failed(crate::outbound::describe_failure(&e), Some(elapsed_us(started)))
+                return Outcome::failed(
+                    crate::outbound::describe_failure(&e),
+                    Some(elapsed_us(started)),
+                )
             }
         };
         let status = response.status().as_u16();
@@ -199,7 +198,11 @@ impl Probes {
 async fn read_body(mut response: reqwest::Response, left: Duration) -> Result<String, String> {
     let read = async {
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| crate::outbound::describe_failure(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| crate::outbound::describe_failure(&e))?
+        {
             let room = BODY_LIMIT - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() >= BODY_LIMIT {

@@ -40,7 +40,7 @@ const LOOKAHEAD: Duration = Duration::from_secs(1);
 /// How often the scheduler looks for due checks when the last claim was not full.
 const CLAIM_EVERY: Duration = Duration::from_millis(200);
 /// A lease lasts the slot, the check's timeout and this.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Most checks claimed at once.
 const CLAIM_LIMIT: u32 = 1_000;
 /// Most results written in one store call.
@@ -234,7 +234,14 @@ async fn run_at_slot(
         latency_us: outcome.latency_us,
         status: outcome.status,
         failure: outcome.failure,
-        next_check_at: next_slot(due.scheduled_at, due.spec.interval_micros(), now),
+        // A check that started late (a dead prober's slot, taken over) leaves at
+        // least half an interval before the next one, so takeovers never check
+        // a monitor twice in quick succession.
+        next_check_at: next_slot(
+            due.scheduled_at,
+            due.spec.interval_micros(),
+            now.max(started.as_microsecond() + due.spec.interval_micros() / 2),
+        ),
     };
     let _ = results.send(result).await;
 }
@@ -281,7 +288,10 @@ pub async fn prune(
 ) {
     loop {
         loop {
-            match store.prune_monitor_data(clock.now(), retention, 1_000).await {
+            match store
+                .prune_monitor_data(clock.now(), retention, 1_000)
+                .await
+            {
                 Ok(0) => break,
                 Ok(_) => tokio::task::yield_now().await,
                 Err(e) => {

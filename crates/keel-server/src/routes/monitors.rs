@@ -242,7 +242,10 @@ pub async fn put_monitor(
         .await
         .map_err(conflict)?
         .ok_or_else(|| ApiError::NotFound("no such monitor".into()))?;
-    Ok(with_note(Json(MonitorView::from(stored)).into_response(), &id))
+    Ok(with_note(
+        Json(MonitorView::from(stored)).into_response(),
+        &id,
+    ))
 }
 
 /// Removes a monitor with its results and incidents.
@@ -325,7 +328,10 @@ pub async fn push(
     } else {
         Some(match query.msg.as_deref() {
             Some(msg) if !msg.trim().is_empty() => {
-                format!("the job reported down: {}", msg.chars().take(500).collect::<String>())
+                format!(
+                    "the job reported down: {}",
+                    msg.chars().take(500).collect::<String>()
+                )
             }
             _ => "the job reported down".to_string(),
         })

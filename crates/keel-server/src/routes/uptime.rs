@@ -41,7 +41,12 @@ pub struct IncidentView {
 impl From<Incident> for IncidentView {
     fn from(i: Incident) -> Self {
         Self {
-            status: if i.resolved_at.is_some() { "resolved" } else { "open" }.into(),
+            status: if i.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .into(),
             id: i.id,
             monitor_id: i.monitor_id,
             opened_at: i.opened_at.to_string(),
@@ -165,7 +170,11 @@ pub async fn get_uptime(
         p50_ms: all.latency_ms(0.5),
         p95_ms: all.latency_ms(0.95),
         p99_ms: all.latency_ms(0.99),
-        incidents: incidents.items.into_iter().map(IncidentView::from).collect(),
+        incidents: incidents
+            .items
+            .into_iter()
+            .map(IncidentView::from)
+            .collect(),
     }))
 }
 
@@ -242,8 +251,14 @@ pub async fn patch_incident(
         .filter(|k| !matches!(k.as_str(), "cause" | "notes"))
         .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
         .collect();
-    let cause = note_field(&body, "cause").map_err(|e| errors.push(e)).ok().flatten();
-    let notes = note_field(&body, "notes").map_err(|e| errors.push(e)).ok().flatten();
+    let cause = note_field(&body, "cause")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let notes = note_field(&body, "notes")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
@@ -266,7 +281,16 @@ mod tests {
         assert_eq!(parse_window("1h").unwrap(), 3_600_000_000);
         assert_eq!(parse_window("90d").unwrap(), 90 * 86_400_000_000);
         assert_eq!(parse_window("30m").unwrap(), 1_800_000_000);
-        for bad in ["", "h", "0d", "-1d", "401d", "1w", "99999999999999999d", "1.5h"] {
+        for bad in [
+            "",
+            "h",
+            "0d",
+            "-1d",
+            "401d",
+            "1w",
+            "99999999999999999d",
+            "1.5h",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
     }
