@@ -300,7 +300,10 @@ fn compare(actual: &Value, op: Op, expected: &Value) -> bool {
     let equal = actual == expected
         || match (actual, expected) {
             // `body.count == "3"` against 3, `body.ok == true` against "true".
-            (Value::String(s), other) | (other, Value::String(s)) => *s == other.to_string(),
+            (Value::String(s), other) | (other, Value::String(s)) => {
+                let text = other.to_string();
+                *s == text
+            }
             _ => false,
         };
     (op == Op::Eq) == equal

@@ -75,9 +75,7 @@ impl ProbeMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             results: Family::default(),
-            lateness: Histogram::new(
-                [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter(),
-            ),
+            lateness: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             incidents: Family::default(),
         };
         registry.register(
