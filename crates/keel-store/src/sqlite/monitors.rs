@@ -379,6 +379,21 @@ impl MonitorStore for SqliteStore {
     ) -> StoreResult<Vec<DueCheck>> {
         let prober = prober.to_owned();
         let now = self.clock.now().as_microsecond();
+        // Most polls find nothing due: look on a reader first, so an idle prober
+        // costs no commits.
+        let any_due = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM monitors WHERE next_check_at <= ?1
+                       AND (lease_until IS NULL OR lease_until < ?2) LIMIT 1",
+                )?
+                .query_row(params![horizon, now], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
         self.writer
             .execute(move |conn| {
                 let rows: Vec<(String, String, i64, String)> = conn
