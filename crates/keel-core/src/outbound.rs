@@ -169,6 +169,18 @@ impl AddressPolicy {
         !local || self.hosts.contains(&host)
     }
 
+    /// May a URL with this host be called, as far as can be known without
+    /// resolving it: an IP literal by [`Self::permits_address`], a name by
+    /// [`Self::permits_name`].
+    pub fn permits_url_host(&self, host: Option<url::Host<&str>>) -> bool {
+        match host {
+            Some(url::Host::Ipv4(ip)) => self.permits_address(ip.into()),
+            Some(url::Host::Ipv6(ip)) => self.permits_address(ip.into()),
+            Some(url::Host::Domain(name)) => self.permits_name(name),
+            None => false,
+        }
+    }
+
     /// Did the operator allow this host name, whatever it resolves to?
     pub fn allows_host(&self, host: &str) -> bool {
         let host = normalise_host(host);

@@ -142,13 +142,7 @@ impl Outbound {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Refused("webhook URLs carry no user name or password"));
         }
-        let permitted = match url.host() {
-            Some(url::Host::Ipv4(ip)) => self.policy.permits_address(ip.into()),
-            Some(url::Host::Ipv6(ip)) => self.policy.permits_address(ip.into()),
-            Some(url::Host::Domain(name)) => self.policy.permits_name(name),
-            None => false,
-        };
-        if permitted {
+        if self.policy.permits_url_host(url.host()) {
             Ok(url)
         } else {
             Err(NOT_PUBLIC)

@@ -93,13 +93,7 @@ impl Probes {
         let Ok(url) = reqwest::Url::parse(target) else {
             return Outcome::failed("the target is not a URL", None);
         };
-        let literal_refused = match url.host() {
-            Some(url::Host::Ipv4(ip)) => !self.policy.permits_address(ip.into()),
-            Some(url::Host::Ipv6(ip)) => !self.policy.permits_address(ip.into()),
-            Some(url::Host::Domain(name)) => !self.policy.permits_name(name),
-            None => true,
-        };
-        if literal_refused {
+        if !self.policy.permits_url_host(url.host()) {
             return Outcome::failed(format!("refused: {NOT_PERMITTED}"), None);
         }
         let method =
