@@ -17,6 +17,7 @@ pub mod greeter;
 pub mod latency;
 pub mod objects;
 pub mod outbound;
+pub mod slo;
 pub mod telemetry;
 pub mod uptime;
 

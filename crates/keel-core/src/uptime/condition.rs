@@ -42,7 +42,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn symbol(self) -> &'static str {
+    pub fn symbol(self) -> &'static str {
         match self {
             Op::Eq => "==",
             Op::Ne => "!=",
@@ -55,6 +55,18 @@ impl Op {
 
     fn orders(self) -> bool {
         matches!(self, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+    }
+
+    /// Whether `left <op> right` holds for ordered numbers.
+    pub fn holds<T: PartialOrd>(self, left: T, right: T) -> bool {
+        match self {
+            Op::Eq => left == right,
+            Op::Ne => left != right,
+            Op::Lt => left < right,
+            Op::Le => left <= right,
+            Op::Gt => left > right,
+            Op::Ge => left >= right,
+        }
     }
 }
 
@@ -288,14 +300,7 @@ fn compare(actual: &Value, op: Op, expected: &Value) -> bool {
             // A number that is not there is neither equal nor ordered.
             return op == Op::Ne;
         };
-        return match op {
-            Op::Eq => a == e,
-            Op::Ne => a != e,
-            Op::Lt => a < e,
-            Op::Le => a <= e,
-            Op::Gt => a > e,
-            Op::Ge => a >= e,
-        };
+        return op.holds(a, e);
     }
     let equal = actual == expected
         || match (actual, expected) {
