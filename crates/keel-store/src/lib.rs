@@ -17,6 +17,7 @@ pub mod nats;
 pub mod objects;
 pub mod postgres;
 mod routing;
+pub mod slos;
 pub mod sqlite;
 pub mod telemetry;
 pub mod testing;
@@ -155,6 +156,7 @@ pub trait Store:
     + objects::ObjectIndex
     + telemetry::TelemetryStore
     + monitors::MonitorStore
+    + slos::SloStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

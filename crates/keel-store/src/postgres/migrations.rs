@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "monitors",
         include_str!("../../migrations/postgres/0004_monitors.sql"),
     ),
+    (
+        5,
+        "slos",
+        include_str!("../../migrations/postgres/0005_slos.sql"),
+    ),
 ];
 
 /// Any constant both replicas agree on: the key of the migration lock.

@@ -25,6 +25,7 @@ mod migrations;
 mod monitors;
 mod objects;
 mod receive;
+mod slos;
 mod telemetry;
 
 use std::{sync::Arc, time::Duration};

@@ -161,6 +161,9 @@ async fn record_one(
     .await
     .map_err(map)?;
     add_to_rollups(tx, result, &after.tally).await?;
+    if !result.maintenance {
+        super::slos::count_check(tx, tenant, &result.monitor_id, at, result.up).await?;
+    }
     let mut changes = Vec::new();
     if let Some(id) = &after.opens {
         sqlx::query(

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "monitors",
         include_str!("../../migrations/sqlite/0008_monitors.sql"),
     ),
+    (
+        9,
+        "slos",
+        include_str!("../../migrations/sqlite/0009_slos.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

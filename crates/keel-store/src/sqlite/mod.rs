@@ -16,6 +16,7 @@ mod monitors;
 mod objects;
 mod queries;
 mod readers;
+mod slos;
 mod telemetry;
 pub mod writer;
 

@@ -157,6 +157,9 @@ fn record_one(conn: &Connection, result: &CheckResult) -> StoreResult<Vec<Incide
         result.failure
     ])?;
     add_to_rollups(conn, result, &after.tally)?;
+    if !result.maintenance {
+        super::slos::count_check(conn, tenant, &result.monitor_id, at, result.up)?;
+    }
     let mut changes = Vec::new();
     if let Some(id) = &after.opens {
         conn.prepare_cached(
