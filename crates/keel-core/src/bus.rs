@@ -16,6 +16,10 @@ pub enum Target {
     /// A built-in worker imports the objects named by object-created events as
     /// telemetry (SPEC §6).
     TelemetryImport,
+    /// A built-in worker sends each notice to a notification channel (SPEC §7).
+    /// Made by `POST /v1/channels` on the `keel.notifications` topic, never by
+    /// a client's subscription.
+    Notify { channel: String },
 }
 
 impl Target {
@@ -78,6 +82,15 @@ impl Target {
                 })
             }
             "telemetry-import" => Ok(Target::TelemetryImport),
+            "notify" => value
+                .get("channel")
+                .and_then(Value::as_str)
+                .map(|c| Target::Notify {
+                    channel: c.to_owned(),
+                })
+                .ok_or_else(|| {
+                    FieldError::new("/target/channel", "a notify target names its channel")
+                }),
             other => Err(FieldError::new(
                 "/target/type",
                 format!("unknown target type {other:?}"),
@@ -98,6 +111,7 @@ impl Target {
                 "secret": if reveal_secret { secret.as_str() } else { "********" },
             }),
             Target::TelemetryImport => json!({"type": "telemetry-import"}),
+            Target::Notify { channel } => json!({"type": "notify", "channel": channel}),
         }
     }
 }

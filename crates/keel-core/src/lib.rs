@@ -8,6 +8,7 @@
 pub mod account;
 pub mod apikey;
 pub mod bus;
+pub mod channel;
 pub mod clock;
 pub mod counter;
 pub mod cursor;

@@ -115,6 +115,15 @@ impl App {
         let prober = roles
             .prober
             .then(|| crate::prober::spawn(state.prober_context()));
+        if roles.prober {
+            tokio::spawn(crate::slo::evaluate::run(state.evaluator_context()));
+        }
+        // Request SLIs are counted by the api role; every role keeps the list
+        // of SLOs (the prober counts monitor SLI events on `/metrics`).
+        tokio::spawn(crate::slo::requests::run(
+            state.request_slis.clone(),
+            state.stop_signal(),
+        ));
         // Every replica prunes old monitor results; they share the work.
         tokio::spawn(crate::prober::prune(
             state.store.clone(),

@@ -52,6 +52,8 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         method.as_str()
     };
     let route = req.extensions().get::<MatchedPath>().cloned();
+    // Cloning a Uri shares its bytes; request SLIs match on the path.
+    let uri = req.uri().clone();
     let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let mutating = is_mutating(&method, route_str);
     let early = refuse_early(&req, &state.config.limits);
@@ -71,8 +73,6 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     };
     let (caller, mut response) = match authenticated {
         Ok(caller) => {
-            // Cloning a Uri shares its bytes; the path is only read on errors.
-            let uri = req.uri().clone();
             // Handlers read an absent caller as anonymous; skip the insert then.
             if let Caller::Key(_) = &caller {
                 req.extensions_mut().insert(caller.clone());
@@ -102,6 +102,13 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         .extensions_mut()
         .remove::<AuditNote>()
         .unwrap_or_default();
+    // Request SLIs count a key's requests for its tenant and keyless ones for
+    // every tenant; a refused key's requests are nobody's.
+    let sli_caller = match &caller {
+        Ok((Caller::Key(key), _)) => Some(Some(key.tenant_id.clone())),
+        Ok((Caller::Anonymous, _)) => Some(None),
+        Err(_) => None,
+    };
     let (tenant, key_prefix, source) = match caller {
         Ok((Caller::Key(key), source)) => (
             Some(key.tenant_id.clone()),
@@ -130,6 +137,11 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     state
         .telemetry
         .observe(now, method_label, route_str, status.as_u16(), micros);
+    if let Some(caller) = &sli_caller {
+        state
+            .request_slis
+            .observe(uri.path(), caller.as_ref(), status.as_u16(), micros, now);
+    }
     state.request_log.record(&RequestLine {
         at: now,
         request_id: &request_id,

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub key_cache_ttl: Duration,
     /// Timeouts, caps and quotas against slow, abusive and greedy clients.
     pub limits: Limits,
+    /// How often the prober role evaluates SLOs and their burn-rate alerts.
+    pub slo_evaluate_every: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             read_cache_ttl: Duration::from_secs(1),
             key_cache_ttl: Duration::from_secs(5),
             limits: Limits::default(),
+            slo_evaluate_every: Duration::from_secs(30),
         }
     }
 }

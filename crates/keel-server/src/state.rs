@@ -37,6 +37,8 @@ pub struct Inner {
     pub stored: Arc<tokio::sync::Notify>,
     pub outbound: Arc<Outbound>,
     pub logins: LoginGuard,
+    /// Requests counted for request SLIs, flushed to the store by the api role.
+    pub request_slis: Arc<crate::slo::requests::RequestSlis>,
     /// Seals pagination cursors; its key comes from the store on first use.
     cursors: tokio::sync::OnceCell<CursorCodec>,
     draining: AtomicBool,
@@ -86,6 +88,10 @@ impl AppState {
             blobs,
             clock.clone(),
         ));
+        let request_slis = Arc::new(crate::slo::requests::RequestSlis::new(
+            store.clone(),
+            telemetry.slos.clone(),
+        ));
         let state = Self(Arc::new(Inner {
             store,
             objects,
@@ -101,6 +107,7 @@ impl AppState {
             stored: Arc::default(),
             outbound,
             logins,
+            request_slis,
             cursors: tokio::sync::OnceCell::new(),
             draining: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
@@ -173,6 +180,8 @@ impl AppState {
     pub fn prober_context(&self) -> crate::prober::ProberContext {
         crate::prober::ProberContext {
             store: self.store.clone(),
+            bus: self.bus.clone(),
+            slo_counters: self.request_slis.clone(),
             clock: self.clock.clone(),
             probes: Arc::new(crate::prober::Probes::new(&self.config.limits.probe_allow)),
             metrics: self.telemetry.probes.clone(),
@@ -202,5 +211,18 @@ impl AppState {
         self.audit.flush().await;
         self.auth.flush_uses().await;
         self.request_log.flush();
+        self.request_slis.flush().await;
+    }
+
+    pub fn evaluator_context(&self) -> crate::slo::evaluate::EvaluatorContext {
+        crate::slo::evaluate::EvaluatorContext {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            clock: self.clock.clone(),
+            time_zone: self.config.time_zone.clone(),
+            metrics: self.telemetry.slos.clone(),
+            every: self.config.slo_evaluate_every,
+            stop: self.stop_signal(),
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct Telemetry {
     pub ingest: Arc<crate::ingest::IngestMetrics>,
     /// Probe results and incidents.
     pub probes: Arc<crate::prober::ProbeMetrics>,
+    /// SLO budgets, burn rates and alerts.
+    pub slos: Arc<crate::slo::evaluate::SloMetrics>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -90,11 +92,13 @@ impl Telemetry {
         let cache = Arc::new(CacheMetrics::register(&mut registry));
         let ingest = Arc::new(crate::ingest::IngestMetrics::register(&mut registry));
         let probes = Arc::new(crate::prober::ProbeMetrics::register(&mut registry));
+        let slos = Arc::new(crate::slo::evaluate::SloMetrics::register(&mut registry));
         Self {
             bus,
             cache,
             ingest,
             probes,
+            slos,
             registry,
             requests,
             latency,

@@ -9,6 +9,7 @@
 
 pub mod bus;
 pub mod cache;
+pub mod channels;
 pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
@@ -157,6 +158,7 @@ pub trait Store:
     + telemetry::TelemetryStore
     + monitors::MonitorStore
     + slos::SloStore
+    + channels::ChannelStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

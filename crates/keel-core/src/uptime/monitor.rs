@@ -48,6 +48,10 @@ pub struct MonitorSpec {
     pub incident_after: u32,
     /// Push monitors: how long past `interval_s` a heartbeat may be late.
     pub grace_s: u32,
+    /// Notification channel ids for its incidents; empty means every channel
+    /// of the tenant.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 pub const MAX_INTERVAL_S: u32 = 86_400;
@@ -58,7 +62,8 @@ const MAX_TARGET: usize = 2_048;
 const MAX_HEADERS: usize = 32;
 const MAX_BODY: usize = 64 * 1024;
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
+    "channels",
     "name",
     "kind",
     "target",
@@ -130,6 +135,22 @@ impl MonitorSpec {
         let headers = fields.headers();
         let body = fields.string("body", MAX_BODY);
         let conditions = fields.conditions();
+        let channels = match object.get("channels") {
+            None => Vec::new(),
+            Some(Value::Array(items))
+                if items.len() <= crate::slo::MAX_CHANNELS
+                    && items.iter().all(Value::is_string) =>
+            {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            }
+            Some(_) => {
+                fields.fail("channels", "expected up to 20 channel ids (strings)");
+                Vec::new()
+            }
+        };
 
         let named = |field: &str| object.contains_key(field);
         match kind {
@@ -206,6 +227,7 @@ impl MonitorSpec {
             conditions: conditions.iter().map(ToString::to_string).collect(),
             incident_after,
             grace_s,
+            channels,
         })
     }
 

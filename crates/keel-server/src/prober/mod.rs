@@ -19,6 +19,7 @@ use std::{sync::Arc, time::Duration};
 
 use keel_core::{clock::Clock, uptime::next_slot};
 use keel_store::{
+    bus::Bus,
     monitors::{CheckResult, DueCheck, IncidentChange, MonitorRetention},
     Store,
 };
@@ -50,6 +51,10 @@ const RECORD_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct ProberContext {
     pub store: Arc<dyn Store>,
+    /// Incident notices are published here.
+    pub bus: Arc<dyn Bus>,
+    /// Counts monitor SLI events on `/metrics`.
+    pub slo_counters: Arc<crate::slo::requests::RequestSlis>,
     pub clock: Arc<dyn Clock>,
     pub probes: Arc<Probes>,
     pub metrics: Arc<ProbeMetrics>,
@@ -126,24 +131,42 @@ pub fn spawn(context: ProberContext) -> JoinHandle<()> {
     tokio::spawn(schedule(context))
 }
 
-/// Logs incidents a result opened or resolved.
-pub fn announce(changes: &[IncidentChange]) {
+/// Logs the incidents results opened or resolved and publishes a notice for
+/// each (`crate::notices`), so the tenant's channels hear of them.
+pub async fn announce(store: &dyn Store, bus: &dyn Bus, changes: &[IncidentChange]) {
     for change in changes {
+        let (IncidentChange::Opened { tenant, incident }
+        | IncidentChange::Resolved { tenant, incident }) = change;
         match change {
-            IncidentChange::Opened { tenant, incident } => tracing::warn!(
+            IncidentChange::Opened { .. } => tracing::warn!(
                 tenant = %tenant,
                 monitor = %incident.monitor_id,
                 incident = %incident.id,
                 cause = incident.cause.as_deref().unwrap_or(""),
                 "incident opened"
             ),
-            IncidentChange::Resolved { tenant, incident } => tracing::info!(
+            IncidentChange::Resolved { .. } => tracing::info!(
                 tenant = %tenant,
                 monitor = %incident.monitor_id,
                 incident = %incident.id,
                 "incident resolved"
             ),
         }
+        let monitor = store
+            .monitor(tenant, &incident.monitor_id)
+            .await
+            .ok()
+            .flatten();
+        let name = monitor
+            .as_ref()
+            .map_or(incident.monitor_id.as_str(), |m| m.spec.name.as_str());
+        let channels = monitor
+            .as_ref()
+            .map(|m| m.spec.channels.clone())
+            .unwrap_or_default();
+        let (tenant, mut notice) = crate::notices::Notice::incident(change, name);
+        notice.channels = channels;
+        crate::notices::publish(bus, &tenant, &notice).await;
     }
 }
 
@@ -152,6 +175,8 @@ async fn schedule(context: ProberContext) {
     let (results, results_rx) = mpsc::channel::<CheckResult>(RECORD_BATCH * 4);
     let recorder = tokio::spawn(record(
         context.store.clone(),
+        context.bus.clone(),
+        context.slo_counters.clone(),
         context.metrics.clone(),
         results_rx,
     ));
@@ -248,6 +273,8 @@ async fn run_at_slot(
 /// then dropped (its slots' leases lapse and the checks run again).
 async fn record(
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    slo_counters: Arc<crate::slo::requests::RequestSlis>,
     metrics: Arc<ProbeMetrics>,
     mut results: mpsc::Receiver<CheckResult>,
 ) {
@@ -257,8 +284,11 @@ async fn record(
         loop {
             match store.record_checks(batch.clone()).await {
                 Ok(changes) => {
+                    for r in batch.iter().filter(|r| !r.maintenance) {
+                        slo_counters.count_check(&r.tenant, &r.monitor_id, r.up);
+                    }
                     metrics.count_incidents(&changes);
-                    announce(&changes);
+                    announce(&*store, &*bus, &changes).await;
                     break;
                 }
                 Err(e) if tries < 5 => {

@@ -274,6 +274,12 @@ fn parse_subscription(
         }
     };
     let target = Target::parse(&body.target).map_err(ApiError::field)?;
+    if let Target::Notify { .. } = target {
+        return Err(ApiError::field(keel_core::FieldError::new(
+            "/target/type",
+            "notify targets are made by POST /v1/channels",
+        )));
+    }
     let defaults = DeliveryPolicy::default();
     let delivery = DeliveryPolicy::new(
         body.max_receives.unwrap_or(defaults.max_receives),

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod bus;
+pub mod channels;
 pub mod collections;
 pub mod counters;
 pub mod hello;
@@ -14,6 +15,7 @@ pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod queues;
+pub mod slos;
 pub mod telemetry;
 pub mod telemetry_queries;
 pub mod uptime;
@@ -144,6 +146,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(uptime::get_uptime))
         .routes(routes!(uptime::list_incidents))
         .routes(routes!(uptime::patch_incident))
+        .routes(routes!(slos::create_slo, slos::list_slos))
+        .routes(routes!(slos::get_slo, slos::delete_slo))
+        .routes(routes!(slos::prometheus_rules))
+        .routes(routes!(channels::create_channel, channels::list_channels))
+        .routes(routes!(channels::get_channel, channels::delete_channel))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

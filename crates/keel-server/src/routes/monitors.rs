@@ -51,6 +51,8 @@ pub struct MonitorView {
     pub incident_after: u32,
     /// Push monitors: how late a heartbeat may be past `interval_s`.
     pub grace_s: u32,
+    /// Channel ids its incidents go to; empty: every channel of the tenant.
+    pub channels: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     /// `pending` (not checked yet), `up`, `down` or `maintenance`.
@@ -88,6 +90,7 @@ impl From<StoredMonitor> for MonitorView {
             conditions: spec.conditions,
             incident_after: spec.incident_after,
             grace_s: spec.grace_s,
+            channels: spec.channels,
             created_at: m.created_at.to_string(),
             updated_at: m.updated_at.to_string(),
             status: m.state.status.as_str().into(),
@@ -133,6 +136,8 @@ pub struct MonitorBody {
     pub incident_after: Option<u32>,
     /// Push monitors; default the interval, at most 60.
     pub grace_s: Option<u32>,
+    /// Channel ids its incidents go to; default every channel of the tenant.
+    pub channels: Option<Vec<String>>,
 }
 
 pub(crate) fn parse_spec(body: &serde_json::Value) -> ApiResult<MonitorSpec> {
@@ -352,7 +357,7 @@ pub async fn push(
             next_check_at: next,
         }])
         .await?;
-    crate::prober::announce(&changes);
+    crate::prober::announce(&*state.store, &*state.bus, &changes).await;
     let mut response = Json(PushAnswer {
         status: if failure.is_none() { "up" } else { "down" }.into(),
         next_due_at: jiff::Timestamp::from_microsecond(next)

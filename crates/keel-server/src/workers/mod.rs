@@ -15,6 +15,7 @@
 //! Workers get a [`WorkerContext`], not the HTTP state: the ports, the clock, the
 //! outbound client and the bus metrics.
 
+mod notify;
 mod store_target;
 mod telemetry_import;
 mod webhook;
@@ -110,7 +111,7 @@ async fn supervise(context: WorkerContext) {
             match context.bus.worker_subscriptions().await {
                 Ok(list) => {
                     listed_at = Some(Instant::now());
-                    reconcile(&context, &mut running, list);
+                    reconcile(&context, &mut running, list).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "worker: cannot list subscriptions"),
             }
@@ -129,7 +130,7 @@ async fn supervise(context: WorkerContext) {
 /// Starts a task for each new or changed subscription and retires the tasks of
 /// subscriptions that are gone (in the background: their in-flight work must not
 /// hold up the others).
-fn reconcile(
+async fn reconcile(
     context: &WorkerContext,
     running: &mut HashMap<SubscriptionKey, Running>,
     subscriptions: Vec<(TenantId, Subscription)>,
@@ -163,9 +164,33 @@ fn reconcile(
                 retired,
             )),
             Ok(Target::Webhook { url, secret }) => tokio::spawn(
-                webhook::Deliverer::new(context.clone(), tenant, subscription.clone(), url, secret)
-                    .run(retired),
+                webhook::Deliverer::new(
+                    context.clone(),
+                    tenant,
+                    subscription.clone(),
+                    url,
+                    webhook::Shape::Signed { secret },
+                )
+                .run(retired),
             ),
+            Ok(Target::Notify { channel }) => {
+                let Ok(Some(found)) = context.store.channel(&tenant, &channel).await else {
+                    continue; // deleted (its subscription goes with it) or unreadable now
+                };
+                tokio::spawn(
+                    webhook::Deliverer::new(
+                        context.clone(),
+                        tenant,
+                        subscription.clone(),
+                        found.spec.url.clone(),
+                        webhook::Shape::Channel {
+                            id: found.id,
+                            spec: found.spec,
+                        },
+                    )
+                    .run(retired),
+                )
+            }
             Ok(Target::TelemetryImport) => tokio::spawn(
                 telemetry_import::Importer::new(context.clone(), tenant, subscription.clone())
                     .run(retired),

@@ -35,8 +35,20 @@ pub struct Deliverer {
     tenant: TenantId,
     subscription: Subscription,
     url: String,
-    secret: String,
+    shape: Shape,
     timeout: Duration,
+}
+
+/// What is posted: the signed envelope of a `webhook` target, or a notice in
+/// a notification channel's format (`super::notify`).
+pub enum Shape {
+    Signed {
+        secret: String,
+    },
+    Channel {
+        id: String,
+        spec: keel_core::channel::ChannelSpec,
+    },
 }
 
 fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
@@ -68,7 +80,7 @@ impl Deliverer {
         tenant: TenantId,
         subscription: Subscription,
         url: String,
-        secret: String,
+        shape: Shape,
     ) -> Self {
         let timeout = Duration::from_secs(u64::from(subscription.delivery.visibility_timeout_s))
             .min(MAX_TIMEOUT);
@@ -77,7 +89,7 @@ impl Deliverer {
             tenant,
             subscription,
             url,
-            secret,
+            shape,
             timeout,
         }
     }
@@ -130,16 +142,27 @@ impl Deliverer {
     }
 
     async fn deliver(&self, delivery: Delivery) -> DeliveryAttempt {
-        let envelope = json!({
-            "id": delivery.id,
-            "topic": self.subscription.topic.as_str(),
-            "subscription": self.subscription.name.as_str(),
-            "published_at": delivery.published_at.to_string(),
-            "receive_count": delivery.receive_count,
-            "attributes": delivery.attributes,
-            "body": delivery.body,
-        });
-        let body = serde_json::to_vec(&envelope).unwrap_or_default();
+        let body = match &self.shape {
+            Shape::Signed { .. } => {
+                let envelope = json!({
+                    "id": delivery.id,
+                    "topic": self.subscription.topic.as_str(),
+                    "subscription": self.subscription.name.as_str(),
+                    "published_at": delivery.published_at.to_string(),
+                    "receive_count": delivery.receive_count,
+                    "attributes": delivery.attributes,
+                    "body": delivery.body,
+                });
+                serde_json::to_vec(&envelope).unwrap_or_default()
+            }
+            Shape::Channel { id, spec } => {
+                match super::notify::channel_body(id, spec, &delivery.body) {
+                    Some(body) => body,
+                    // Not for this channel (or not a notice): done with, unsent.
+                    None => return self.skip(delivery).await,
+                }
+            }
+        };
         let outbound = &self.context.outbound;
         let _permit = outbound.permit(&self.tenant).await;
         let started = Instant::now();
@@ -147,16 +170,20 @@ impl Deliverer {
             Err(refused) => (None, Some(format!("refused: {refused}"))),
             Ok(url) => {
                 let sent_at = self.context.clock.now().as_second();
-                let result = outbound
+                let mut request = outbound
                     .client()
                     .post(url)
                     .timeout(self.timeout)
-                    .header("content-type", "application/json")
-                    .header("x-keel-signature", signature(&self.secret, &body))
-                    .header(
-                        "x-keel-signature-v1",
-                        timestamped_signature(&self.secret, sent_at, &body),
-                    )
+                    .header("content-type", "application/json");
+                if let Shape::Signed { secret } = &self.shape {
+                    request = request
+                        .header("x-keel-signature", signature(secret, &body))
+                        .header(
+                            "x-keel-signature-v1",
+                            timestamped_signature(secret, sent_at, &body),
+                        );
+                }
+                let result = request
                     .header("x-keel-message-id", &delivery.id)
                     .header(
                         "x-keel-delivery-attempt",
@@ -225,7 +252,7 @@ impl Deliverer {
         };
         self.context
             .metrics
-            .worker_outcome("webhook", outcome, 1, elapsed);
+            .worker_outcome(self.worker_name(), outcome, 1, elapsed);
         DeliveryAttempt {
             message_id: delivery.id,
             attempt: delivery.receive_count,
@@ -234,6 +261,38 @@ impl Deliverer {
             status,
             error,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
+            report: None,
+        }
+    }
+}
+
+impl Deliverer {
+    fn worker_name(&self) -> &'static str {
+        match self.shape {
+            Shape::Signed { .. } => "webhook",
+            Shape::Channel { .. } => "notify",
+        }
+    }
+
+    /// Acks a message this deliverer has nothing to send for.
+    async fn skip(&self, delivery: Delivery) -> DeliveryAttempt {
+        let (topic, name) = (&self.subscription.topic, &self.subscription.name);
+        if let Err(e) = self
+            .context
+            .bus
+            .ack(&self.tenant, topic, name, vec![delivery.receipt.clone()])
+            .await
+        {
+            tracing::warn!(error = %e, "notify: ack failed; the message will come again");
+        }
+        DeliveryAttempt {
+            message_id: delivery.id,
+            attempt: delivery.receive_count,
+            at: self.context.clock.now(),
+            outcome: "skipped".to_owned(),
+            status: None,
+            error: None,
+            latency_ms: 0.0,
             report: None,
         }
     }

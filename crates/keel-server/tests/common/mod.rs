@@ -249,3 +249,24 @@ impl Bearer for RequestBuilder {
         self.bearer_auth(key)
     }
 }
+
+/// `promtool` (Debian's `prometheus` package) for checking generated rules;
+/// `None` with a printed reason when it is missing — except under `CI=true`,
+/// where `.ci/run` installs it and a missing one fails the run.
+pub fn promtool() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is missing under CI=true (.ci/run installs Debian's prometheus package)"
+        );
+        eprintln!(
+            "skipping promtool checks: promtool is not installed (apt-get install prometheus)"
+        );
+    }
+    found
+}

@@ -17,6 +17,7 @@
 
 mod bus;
 mod bus_support;
+mod channels;
 mod collections;
 mod counters;
 mod errors;

@@ -7,6 +7,7 @@
 
 mod bus;
 mod bus_support;
+mod channels;
 mod collections;
 mod consume;
 mod errors;
