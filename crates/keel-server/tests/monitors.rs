@@ -223,7 +223,9 @@ async fn a_target_that_goes_down_and_comes_back() {
     assert_eq!(uptime["checks"], 6);
     assert_eq!(uptime["uptime_percent"], 50.0);
     assert_eq!(uptime["downtime_minutes"], 1.5, "three failed 30 s slots");
-    assert!(uptime["p50_ms"].as_f64().unwrap() > 0.0);
+    // Local checks take well under a millisecond: the p50 may sit in the lowest bucket.
+    assert!(uptime["p50_ms"].as_f64().unwrap() >= 0.0, "{uptime}");
+    assert!(uptime["p99_ms"].as_f64().unwrap() > 0.0, "{uptime}");
     assert!(uptime["p99_ms"].as_f64().unwrap() >= uptime["p50_ms"].as_f64().unwrap());
     assert_eq!(uptime["incidents"].as_array().unwrap().len(), 1);
 

@@ -368,6 +368,7 @@ async fn definitions_are_checked_and_rules_come_as_yaml() {
     let yaml = rules.text().await.unwrap();
     assert!(yaml.contains("14.4 * 0.0005"), "{yaml}");
     if let Some(promtool) = common::promtool() {
+        let promtool = promtool.as_path();
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &yaml).unwrap();
         let out = std::process::Command::new(promtool)
@@ -381,6 +382,7 @@ async fn definitions_are_checked_and_rules_come_as_yaml() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        promtool_test_rules(promtool, &yaml);
     }
     let list = app.get_json("/v1/slos", &key).await;
     assert_eq!(list["slos"].as_array().unwrap().len(), 1);
@@ -395,4 +397,58 @@ async fn definitions_are_checked_and_rules_come_as_yaml() {
         .key(&key)
         .problem(404)
         .await;
+}
+
+/// `promtool test rules`: 10% of a 99.95% SLO's events bad for 70 minutes pages
+/// and tickets; the same traffic with nothing bad alerts neither.
+fn promtool_test_rules(promtool: &std::path::Path, rules: &str) {
+    let tenant = rules
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tenant: "))
+        .expect("the rules name the tenant");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    let series = |outcome: &str, values: &str| {
+        format!(
+            "      - series: 'keel_slo_events_total{{tenant={tenant},slo=\"api\",outcome=\"{outcome}\"}}'\n        values: '{values}'\n"
+        )
+    };
+    let alert = |name: &str, severity: &str, firing: bool| {
+        let expected = if firing {
+            format!(
+                "\n          - exp_labels: {{severity: {severity}, tenant: {tenant}, slo: \"api\"}}\n            exp_annotations: {{summary: \"SLO api is burning its error budget too fast ({severity})\"}}"
+            )
+        } else {
+            " []".to_owned()
+        };
+        format!(
+            "      - eval_time: 70m\n        alertname: {name}\n        exp_alerts:{expected}\n"
+        )
+    };
+    let case = |bad: &str, firing: bool| {
+        format!(
+            "  - interval: 1m\n    input_series:\n{}{}    alert_rule_test:\n{}{}",
+            series("good", "0+90x120"),
+            series("bad", bad),
+            alert("KeelSloBurnRatePage", "page", firing),
+            alert("KeelSloBurnRateTicket", "ticket", firing),
+        )
+    };
+    let tests = format!(
+        "rule_files: [rules.yaml]\nevaluation_interval: 1m\ntests:\n{}{}",
+        case("0+10x120", true),
+        case("0x120", false)
+    );
+    std::fs::write(dir.path().join("tests.yaml"), &tests).unwrap();
+    let out = std::process::Command::new(promtool)
+        .current_dir(dir.path())
+        .args(["test", "rules", "tests.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}\n{tests}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -206,6 +206,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         key_cache_ttl: config.key_cache_ttl(),
         read_cache_ttl: Duration::from_millis(config.read_cache_ttl_ms),
         limits: config.limits.clone(),
+        // SLOs are evaluated twice a minute: finer than the 5-minute window.
+        ..ServerConfig::default()
     };
     let roles = config.role_set();
     let listener = if roles.api {

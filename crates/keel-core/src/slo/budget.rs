@@ -256,9 +256,9 @@ pub fn needed_windows() -> Vec<u32> {
 }
 
 pub fn minutes_label(minutes: u32) -> String {
-    if minutes % 1_440 == 0 {
+    if minutes.is_multiple_of(1_440) {
         format!("{}d", minutes / 1_440)
-    } else if minutes % 60 == 0 {
+    } else if minutes.is_multiple_of(60) {
         format!("{}h", minutes / 60)
     } else {
         format!("{minutes}m")

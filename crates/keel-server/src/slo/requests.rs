@@ -42,6 +42,8 @@ struct RequestSli {
 }
 
 type Pending = HashMap<(TenantId, String, i64), Counts>;
+/// (tenant, monitor id) → the names of the SLOs on that monitor.
+type MonitorSlos = HashMap<(TenantId, String), Vec<String>>;
 
 pub struct RequestSlis {
     store: Arc<dyn Store>,
@@ -49,7 +51,7 @@ pub struct RequestSlis {
     slis: RwLock<Arc<Vec<RequestSli>>>,
     /// (tenant, monitor id) → names of the SLOs on that monitor, for the event
     /// counters on `/metrics` (the store counts the events themselves).
-    monitor_slos: RwLock<Arc<HashMap<(TenantId, String), Vec<String>>>>,
+    monitor_slos: RwLock<Arc<MonitorSlos>>,
     pending: Mutex<Pending>,
 }
 
@@ -119,7 +121,7 @@ impl RequestSlis {
     pub async fn relist(&self) {
         match self.store.all_slos().await {
             Ok(all) => {
-                let mut on_monitors: HashMap<(TenantId, String), Vec<String>> = HashMap::new();
+                let mut on_monitors = MonitorSlos::new();
                 for slo in &all {
                     if let Some(monitor) = slo.spec.monitor() {
                         on_monitors
