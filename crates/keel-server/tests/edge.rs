@@ -308,6 +308,11 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/monitors/{id}/uptime", vec!["get"]),
         ("/v1/monitors/{id}/incidents", vec!["get"]),
         ("/v1/incidents/{id}", vec!["patch"]),
+        ("/v1/slos", vec!["get", "post"]),
+        ("/v1/slos/{id}", vec!["get", "delete"]),
+        ("/v1/slos/{id}/prometheus-rules", vec!["get"]),
+        ("/v1/channels", vec!["get", "post"]),
+        ("/v1/channels/{id}", vec!["get", "delete"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -384,6 +389,8 @@ async fn junk_input_never_causes_a_server_error() {
         (Method::PUT, "/v1/monitors/junk"),
         (Method::PATCH, "/v1/incidents/junk"),
         (Method::POST, "/v1/monitors/junk/push?token=x"),
+        (Method::POST, "/v1/slos"),
+        (Method::POST, "/v1/channels"),
     ];
     for key in [None, Some(user.as_str()), Some(app.operator_key.as_str())] {
         for (method, path) in &routes {
