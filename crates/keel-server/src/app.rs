@@ -115,6 +115,10 @@ impl App {
         let prober = roles
             .prober
             .then(|| crate::prober::spawn(state.prober_context()));
+        tokio::spawn(crate::prober::maintenance::run(
+            state.maintenance.clone(),
+            state.stop_signal(),
+        ));
         if roles.prober {
             tokio::spawn(crate::slo::evaluate::run(state.evaluator_context()));
         }

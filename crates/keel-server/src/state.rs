@@ -37,6 +37,8 @@ pub struct Inner {
     pub stored: Arc<tokio::sync::Notify>,
     pub outbound: Arc<Outbound>,
     pub logins: LoginGuard,
+    /// Maintenance windows of every tenant, for marking checks.
+    pub maintenance: Arc<crate::prober::MaintenanceWindows>,
     /// Requests counted for request SLIs, flushed to the store by the api role.
     pub request_slis: Arc<crate::slo::requests::RequestSlis>,
     /// Seals pagination cursors; its key comes from the store on first use.
@@ -92,8 +94,13 @@ impl AppState {
             store.clone(),
             telemetry.slos.clone(),
         ));
+        let maintenance = Arc::new(crate::prober::MaintenanceWindows::new(
+            store.clone(),
+            config.time_zone.clone(),
+        ));
         let state = Self(Arc::new(Inner {
             store,
+            maintenance,
             objects,
             bus,
             clock,
@@ -182,6 +189,7 @@ impl AppState {
             store: self.store.clone(),
             bus: self.bus.clone(),
             slo_counters: self.request_slis.clone(),
+            maintenance: self.maintenance.clone(),
             clock: self.clock.clone(),
             probes: Arc::new(crate::prober::Probes::new(&self.config.limits.probe_allow)),
             metrics: self.telemetry.probes.clone(),

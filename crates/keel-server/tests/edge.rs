@@ -313,6 +313,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/slos/{id}/prometheus-rules", vec!["get"]),
         ("/v1/channels", vec!["get", "post"]),
         ("/v1/channels/{id}", vec!["get", "delete"]),
+        ("/v1/maintenance", vec!["get", "post"]),
+        ("/v1/maintenance/{id}", vec!["delete"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -391,6 +393,7 @@ async fn junk_input_never_causes_a_server_error() {
         (Method::POST, "/v1/monitors/junk/push?token=x"),
         (Method::POST, "/v1/slos"),
         (Method::POST, "/v1/channels"),
+        (Method::POST, "/v1/maintenance"),
     ];
     for key in [None, Some(user.as_str()), Some(app.operator_key.as_str())] {
         for (method, path) in &routes {

@@ -17,6 +17,7 @@ use std::{
 
 use axum::{extract::State, http::StatusCode, routing::get, routing::post, Json, Router};
 use common::{local_webhooks, spawn_app_with, Bearer, ExpectProblem, TestApp};
+use keel_core::clock::Clock;
 use keel_server::ServerConfig;
 use serde_json::{json, Value};
 
@@ -244,6 +245,97 @@ async fn an_outage_burns_the_budget_pages_and_the_page_resolves() {
         "{metrics}"
     );
     assert!(metrics.contains("outcome=\"bad\""), "SLO events counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_hides_an_outage_from_the_budget() {
+    let app = spawn_app_with(config()).await;
+    let (base, target) = start_target().await;
+    let monitor = created(
+        &app,
+        "/v1/monitors",
+        json!({"name": "db", "kind": "http", "target": format!("{base}/health"),
+               "interval_s": 60, "timeout_ms": 2000, "incident_after": 1,
+               "conditions": ["status == 200"]}),
+    )
+    .await;
+    let id = monitor["id"].as_str().unwrap();
+    let slo = created(
+        &app,
+        "/v1/slos",
+        json!({"name": "db", "objective": 99.9, "sli": {"monitor": id}}),
+    )
+    .await;
+    let slo_id = slo["id"].as_str().unwrap();
+    next_check(&app, id).await;
+    // A window over the next ten minutes, on this monitor only.
+    let now = app.clock.now();
+    let window = created(
+        &app,
+        "/v1/maintenance",
+        json!({"name": "upgrade", "monitors": [id],
+               "starts_at": now.to_string(),
+               "ends_at": (now + jiff::SignedDuration::from_mins(10)).to_string()}),
+    )
+    .await;
+    assert_eq!(window["active"], true);
+    target.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        next_check(&app, id).await;
+    }
+    let during = app
+        .get_json(&format!("/v1/monitors/{id}"), &app.operator_key)
+        .await;
+    assert_eq!(during["status"], "maintenance");
+    assert_eq!(
+        during["open_incident"],
+        Value::Null,
+        "no incident in maintenance"
+    );
+    let slo = app
+        .get_json(&format!("/v1/slos/{slo_id}"), &app.operator_key)
+        .await;
+    assert_eq!(
+        slo["sli"]["total"], 1,
+        "only the check before the window counts"
+    );
+    assert_eq!(slo["error_budget"]["consumed"], 0);
+    assert!(slo["alerts"].as_array().unwrap().is_empty());
+    let uptime = app
+        .get_json(
+            &format!("/v1/monitors/{id}/uptime?window=1h"),
+            &app.operator_key,
+        )
+        .await;
+    assert_eq!(uptime["uptime_percent"], 100.0);
+    assert_eq!(uptime["maintenance_checks"], 3);
+    // Past its end the outage counts again.
+    let listed = app.get_json("/v1/maintenance", &app.operator_key).await;
+    assert_eq!(listed["windows"][0]["id"], window["id"]);
+    for _ in 0..12 {
+        next_check(&app, id).await;
+        let m = app
+            .get_json(&format!("/v1/monitors/{id}"), &app.operator_key)
+            .await;
+        if m["status"] != "maintenance" {
+            assert_eq!(m["status"], "down");
+            break;
+        }
+    }
+    let after = app
+        .get_json(&format!("/v1/slos/{slo_id}"), &app.operator_key)
+        .await;
+    assert_eq!(after["error_budget"]["consumed"], 1, "{after:#}");
+    let bad = app
+        .post_json(
+            "/v1/maintenance",
+            json!({"name": "x", "monitors": ["nope"],
+            "recurring": {"weekdays": ["sun"], "start": "02:00", "duration_minutes": 60}}),
+        )
+        .key(&app.operator_key)
+        .problem(400)
+        .await;
+    assert_eq!(bad["errors"][0]["pointer"], "/monitors/0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ pub mod channels;
 pub mod collections;
 pub mod connect;
 pub mod fanout_budget;
+pub mod maintenance;
 pub mod monitors;
 pub mod nats;
 pub mod objects;
@@ -159,6 +160,7 @@ pub trait Store:
     + monitors::MonitorStore
     + slos::SloStore
     + channels::ChannelStore
+    + maintenance::MaintenanceStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

@@ -1,6 +1,7 @@
 //! The SLO store contract (definitions per tenant, minute counts added from
-//! requests and from recorded checks, one open alert per severity, pruning),
-//! one suite run unchanged on every store adapter (SQLite, PostgreSQL).
+//! requests and from recorded checks, one open alert per severity, pruning)
+//! with the notification channels and maintenance windows beside them, one
+//! suite run unchanged on every store adapter (SQLite, PostgreSQL).
 
 mod adapters;
 
@@ -286,7 +287,46 @@ async fn one_alert_is_open_per_severity(kind: Kind) {
         .is_empty());
 }
 
+async fn channels_and_maintenance_windows_are_kept_per_tenant(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = &a.store;
+    let t = store.create_tenant("t").await.unwrap().id;
+    let other = store.create_tenant("o").await.unwrap().id;
+    let spec = keel_core::channel::ChannelSpec::parse(
+        &json!({"name": "ops", "kind": "webhook", "url": "https://example.com/hook"}),
+    )
+    .unwrap();
+    let ops = store.create_channel(&t, spec.clone()).await.unwrap();
+    assert!(matches!(
+        store.create_channel(&t, spec.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.create_channel(&other, spec).await.unwrap();
+    assert_eq!(store.channel(&t, &ops.id).await.unwrap(), Some(ops.clone()));
+    assert_eq!(store.channel(&other, &ops.id).await.unwrap(), None);
+    assert_eq!(store.list_channels(&t).await.unwrap(), vec![ops.clone()]);
+    assert!(!store.delete_channel(&other, &ops.id).await.unwrap());
+    assert!(store.delete_channel(&t, &ops.id).await.unwrap());
+    assert!(store.list_channels(&t).await.unwrap().is_empty());
+
+    let window = keel_core::uptime::maintenance::MaintenanceSpec::parse(&json!({
+        "name": "upgrade", "starts_at": "2026-10-01T02:00:00Z", "ends_at": "2026-10-01T03:00:00Z"
+    }))
+    .unwrap();
+    let w = store.create_window(&t, window.clone()).await.unwrap();
+    assert_eq!(w.spec, window);
+    store.create_window(&other, window).await.unwrap();
+    assert_eq!(store.list_windows(&t).await.unwrap(), vec![w.clone()]);
+    assert_eq!(store.all_windows().await.unwrap().len(), 2);
+    assert!(!store.delete_window(&other, &w.id).await.unwrap());
+    assert!(store.delete_window(&t, &w.id).await.unwrap());
+    assert!(store.list_windows(&t).await.unwrap().is_empty());
+}
+
 on_every_adapter!(
+    channels_and_maintenance_windows_are_kept_per_tenant,
     slos_are_kept_per_tenant,
     counts_add_up_per_minute_and_sum_over_ranges,
     recorded_checks_count_for_the_monitors_slos,

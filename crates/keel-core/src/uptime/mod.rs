@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod condition;
+pub mod maintenance;
 pub mod monitor;
 
 use crate::latency::LatencyHistogram;

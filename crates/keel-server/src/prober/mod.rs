@@ -14,6 +14,7 @@
 //! rest back at once.
 
 mod checks;
+pub mod maintenance;
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,6 +35,7 @@ use tokio::{
 };
 
 pub use checks::{Outcome, Probes};
+pub use maintenance::MaintenanceWindows;
 
 /// How far ahead checks are claimed: a check starts at its slot, not when the
 /// claim happened to run.
@@ -55,6 +57,8 @@ pub struct ProberContext {
     pub bus: Arc<dyn Bus>,
     /// Counts monitor SLI events on `/metrics`.
     pub slo_counters: Arc<crate::slo::requests::RequestSlis>,
+    /// Checks inside one of these count as neither up nor down.
+    pub maintenance: Arc<MaintenanceWindows>,
     pub clock: Arc<dyn Clock>,
     pub probes: Arc<Probes>,
     pub metrics: Arc<ProbeMetrics>,
@@ -247,13 +251,16 @@ async fn run_at_slot(
     let outcome = context.probes.run(&due.spec, started).await;
     context.metrics.count(due.spec.kind.as_str(), outcome.up);
     let now = context.clock.now().as_microsecond();
+    let maintenance = context
+        .maintenance
+        .covers(&due.tenant, &due.monitor_id, started);
     let result = CheckResult {
         tenant: due.tenant,
         monitor_id: due.monitor_id,
         scheduled_at: Some(due.scheduled_at),
         at: started,
         up: outcome.up,
-        maintenance: false,
+        maintenance,
         latency_us: outcome.latency_us,
         status: outcome.status,
         failure: outcome.failure,

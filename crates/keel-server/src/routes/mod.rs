@@ -9,6 +9,7 @@ pub mod channels;
 pub mod collections;
 pub mod counters;
 pub mod hello;
+pub mod maintenance;
 pub mod me;
 pub mod monitors;
 pub mod objects;
@@ -151,6 +152,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(slos::prometheus_rules))
         .routes(routes!(channels::create_channel, channels::list_channels))
         .routes(routes!(channels::get_channel, channels::delete_channel))
+        .routes(routes!(
+            maintenance::create_window,
+            maintenance::list_windows
+        ))
+        .routes(routes!(maintenance::delete_window))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -350,7 +350,7 @@ pub async fn push(
             scheduled_at: None,
             at: now,
             up: failure.is_none(),
-            maintenance: false,
+            maintenance: state.maintenance.covers(&monitor.tenant, &monitor.id, now),
             latency_us: query.duration_ms.map(|ms| ms.saturating_mul(1000)),
             status: None,
             failure: failure.clone(),

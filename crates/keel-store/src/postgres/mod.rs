@@ -22,6 +22,7 @@ mod collections;
 mod counters;
 mod errors;
 mod foundation;
+mod maintenance;
 mod migrations;
 mod monitors;
 mod objects;

@@ -12,6 +12,7 @@ mod collections;
 mod consume;
 mod errors;
 mod leases;
+mod maintenance;
 mod migrations;
 mod monitors;
 mod objects;
