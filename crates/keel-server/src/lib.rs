@@ -19,6 +19,7 @@ pub mod objects;
 pub mod outbound;
 pub mod prober;
 pub mod problem;
+pub mod reports;
 pub mod request_log;
 pub mod routes;
 pub mod server_config;

@@ -315,6 +315,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/channels/{id}", vec!["get", "delete"]),
         ("/v1/maintenance", vec!["get", "post"]),
         ("/v1/maintenance/{id}", vec!["delete"]),
+        ("/v1/reports/uptime", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),

@@ -232,6 +232,39 @@ async fn an_outage_burns_the_budget_pages_and_the_page_resolves() {
             >= 4,
         "{deliveries:#}"
     );
+    // The month's report: 43 checks (10 up, 3 down, 30 up), one incident, three
+    // failed minutes, and the SLO missed.
+    let month = app.clock.now().strftime("%Y-%m").to_string();
+    let report = app
+        .get_json(
+            &format!("/v1/reports/uptime?period={month}"),
+            &app.operator_key,
+        )
+        .await;
+    let line = &report["monitors"][0];
+    assert_eq!(line["name"], "site");
+    assert_eq!(line["checks"], 43);
+    assert_eq!(line["incidents"], 1);
+    assert_eq!(line["downtime_minutes"], 3.0);
+    assert_eq!(report["slos"][0]["met"], false);
+    assert_eq!(report["slos"][0]["consumed_events"], 3);
+    let csv = app
+        .get(&format!("/v1/reports/uptime?period={month}&format=csv"))
+        .key(&app.operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.starts_with("kind,name,uptime_percent,objective,met"),
+        "{csv}"
+    );
+    assert!(csv.contains("\r\nslo,site availability,"), "{csv}");
+    app.get("/v1/reports/uptime?period=2026-13")
+        .key(&app.operator_key)
+        .problem(400)
+        .await;
     let metrics = app
         .get("/metrics")
         .send()

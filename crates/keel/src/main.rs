@@ -69,6 +69,25 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// A month's uptime report as a Markdown table: per monitor and SLO, uptime,
+    /// objective, met or missed, downtime, incidents (in KEEL_TIME_ZONE).
+    Uptime {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// The tenant's id or name.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,7 +195,49 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Report {
+            command: ReportCommand::Uptime { period, tenant },
+        } => {
+            let month = keel_server::reports::parse_period(&period).map_err(anyhow::Error::msg)?;
+            let store = open_backends(&config).await?.store;
+            let tenant = find_tenant(&*store, &tenant).await?;
+            let tz = jiff::tz::TimeZone::get(&config.time_zone)?;
+            let report = keel_server::reports::uptime_report(
+                &*store,
+                &tenant,
+                month,
+                &tz,
+                jiff::Timestamp::now(),
+            )
+            .await?;
+            print!("{}", report.to_markdown());
+            Ok(())
+        }
         Command::Config | Command::Openapi => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// A tenant by id, else by name.
+async fn find_tenant(
+    store: &dyn keel_store::Store,
+    wanted: &str,
+) -> anyhow::Result<keel_store::TenantId> {
+    let id = keel_store::TenantId(wanted.to_owned());
+    if store.tenant(&id).await?.is_some() {
+        return Ok(id);
+    }
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_tenants(keel_store::PageRequest { limit: 500, cursor })
+            .await?;
+        if let Some(t) = page.items.into_iter().find(|t| t.name == wanted) {
+            return Ok(t.id);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => anyhow::bail!("no tenant with id or name {wanted:?}"),
+        }
     }
 }
 

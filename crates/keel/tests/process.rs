@@ -219,6 +219,18 @@ fn cli_creates_tenants_and_keys_and_masks_config() {
     ]))
     .unwrap();
     assert_eq!(key["scopes"], "read,write");
+    // The report command finds the tenant by name; its figures are the
+    // HTTP report's (tests/slos.rs in keel-server).
+    let report = keel(&[
+        "report", "uptime", "--period", "2026-10", "--tenant", "acme",
+    ]);
+    assert!(
+        report.starts_with(
+            "# Uptime report 2026-10 (UTC, 2026-10-01T00:00:00Z to 2026-11-01T00:00:00Z)"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("| Monitor | Uptime |"), "{report}");
     assert!(key["api_key"].as_str().unwrap().starts_with("keel_"));
 
     let config = keel(&["config"]);

@@ -16,6 +16,7 @@ pub mod objects;
 pub mod openapi;
 pub mod ops;
 pub mod queues;
+pub mod reports;
 pub mod slos;
 pub mod telemetry;
 pub mod telemetry_queries;
@@ -157,6 +158,7 @@ fn api() -> OpenApiRouter<AppState> {
             maintenance::list_windows
         ))
         .routes(routes!(maintenance::delete_window))
+        .routes(routes!(reports::uptime_report))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
