@@ -316,6 +316,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/maintenance", vec!["get", "post"]),
         ("/v1/maintenance/{id}", vec!["delete"]),
         ("/v1/reports/uptime", vec!["get"]),
+        ("/status/{tenant}", vec!["get"]),
+        ("/status/{tenant}/monitors/{id}/badge.svg", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),

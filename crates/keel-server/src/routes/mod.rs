@@ -18,6 +18,7 @@ pub mod ops;
 pub mod queues;
 pub mod reports;
 pub mod slos;
+pub mod status;
 pub mod telemetry;
 pub mod telemetry_queries;
 pub mod uptime;
@@ -159,6 +160,8 @@ fn api() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(maintenance::delete_window))
         .routes(routes!(reports::uptime_report))
+        .routes(routes!(status::status_page))
+        .routes(routes!(status::badge))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -115,6 +115,28 @@ pub(crate) fn parse_window(raw: &str) -> Result<i64, FieldError> {
     Ok(span)
 }
 
+/// A monitor's rollups over the `span` (µs) ending at `now`, in the coarsest
+/// grain that fits, merged; with where the first bucket starts.
+pub(crate) async fn window_tally(
+    state: &AppState,
+    tenant: &keel_store::TenantId,
+    monitor_id: &str,
+    span: i64,
+    now: i64,
+) -> keel_store::StoreResult<(i64, Tally)> {
+    let grain = Grain::for_span(span);
+    let from = grain.bucket(now - span + grain.micros() - 1);
+    let mut all = Tally::default();
+    for (_, tally) in state
+        .store
+        .monitor_tallies(tenant, monitor_id, grain, from, now + 1)
+        .await?
+    {
+        all.merge(&tally);
+    }
+    Ok((from, all))
+}
+
 /// Uptime %, downtime, check count, latency percentiles and incidents over a
 /// window ending now.
 #[utoipa::path(get, path = "/v1/monitors/{id}/uptime", tag = "uptime", security(("bearer" = [])),
@@ -132,16 +154,7 @@ pub async fn get_uptime(
     let span = parse_window(&window).map_err(ApiError::field)?;
     let monitor = tenant_monitor(&state, &key, &id).await?;
     let now = state.clock.now().as_microsecond();
-    let grain = Grain::for_span(span);
-    let from = grain.bucket(now - span + grain.micros() - 1);
-    let mut all = Tally::default();
-    for (_, tally) in state
-        .store
-        .monitor_tallies(&key.tenant_id, &monitor.id, grain, from, now + 1)
-        .await?
-    {
-        all.merge(&tally);
-    }
+    let (from, all) = window_tally(&state, &key.tenant_id, &monitor.id, span, now).await?;
     let incidents = state
         .store
         .list_incidents(
