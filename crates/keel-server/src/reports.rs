@@ -33,7 +33,7 @@ pub fn parse_period(raw: &str) -> Result<Date, String> {
     Date::new(year, month, 1).map_err(|_| bad())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MonitorLine {
     pub id: String,
     pub name: String,
@@ -43,7 +43,7 @@ pub struct MonitorLine {
     pub incidents: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SloLine {
     pub id: String,
     pub name: String,
@@ -59,7 +59,7 @@ pub struct SloLine {
     pub consumed_events: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UptimeReport {
     pub period: String,
     pub time_zone: String,

@@ -1,6 +1,7 @@
 //! The `keel` binary: command line, configuration, wiring of adapters, start-up and
 //! shutdown. Everything else lives in the library crates; see ARCHITECTURE.md.
 
+mod apply;
 mod config;
 mod logging;
 
@@ -69,10 +70,27 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Manage uptime monitors.
+    Monitors {
+        #[command(subcommand)]
+        command: MonitorsCommand,
+    },
     /// Print reports.
     Report {
         #[command(subcommand)]
         command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MonitorsCommand {
+    /// Apply a monitor set from a YAML or JSON file, by name: new ones are
+    /// created, changed ones replaced, the same ones left alone.
+    Apply {
+        file: std::path::PathBuf,
+        /// The tenant's id or name.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -192,6 +210,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"api_key": key.reveal(), "prefix": stored.prefix, "tenant_id": tenant.to_string(), "scopes": stored.scopes.to_csv()})
+            );
+            Ok(())
+        }
+        Command::Monitors {
+            command: MonitorsCommand::Apply { file, tenant },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let specs = apply::parse_file(&text)?;
+            let store = open_backends(&config).await?.store;
+            let tenant = find_tenant(&*store, &tenant).await?;
+            let applied = apply::apply(&*store, &tenant, specs).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "created": applied.created,
+                    "updated": applied.updated,
+                    "unchanged": applied.unchanged,
+                })
             );
             Ok(())
         }

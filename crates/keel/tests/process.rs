@@ -219,6 +219,55 @@ fn cli_creates_tenants_and_keys_and_masks_config() {
     ]))
     .unwrap();
     assert_eq!(key["scopes"], "read,write");
+    // A monitor set applied from a file, idempotently by name.
+    let file = dir.path().join("monitors.yaml");
+    let set = |interval: u32| {
+        format!(
+            "monitors:\n  - name: api\n    kind: http\n    target: https://example.com/health\n    interval_s: {interval}\n    conditions: [\"status == 200\"]\n  - name: nightly\n    kind: push\n    interval_s: 86400\n"
+        )
+    };
+    std::fs::write(&file, set(30)).unwrap();
+    let apply = |file: &std::path::Path| -> Value {
+        serde_json::from_str(&keel(&[
+            "monitors",
+            "apply",
+            file.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ]))
+        .unwrap()
+    };
+    assert_eq!(
+        apply(&file),
+        serde_json::json!({"created": ["api", "nightly"], "updated": [], "unchanged": []})
+    );
+    assert_eq!(
+        apply(&file),
+        serde_json::json!({"created": [], "updated": [], "unchanged": ["api", "nightly"]})
+    );
+    std::fs::write(&file, set(60)).unwrap();
+    assert_eq!(
+        apply(&file),
+        serde_json::json!({"created": [], "updated": ["api"], "unchanged": ["nightly"]})
+    );
+    std::fs::write(&file, "monitors:\n  - name: broken\n    kind: http\n").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "monitors",
+            "apply",
+            file.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ])
+        .env("KEEL_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("monitors/0/target"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // The report command finds the tenant by name; its figures are the
     // HTTP report's (tests/slos.rs in keel-server).
     let report = keel(&[

@@ -30,7 +30,8 @@ pub struct ReportQuery {
 /// Per monitor and SLO: uptime, objective, met or missed, downtime, incidents.
 #[utoipa::path(get, path = "/v1/reports/uptime", tag = "uptime", security(("bearer" = [])),
     params(ReportQuery),
-    responses((status = 200, description = "The report (JSON, or CSV with format=csv)"),
+    responses((status = 200, description = "The report (JSON, or CSV with format=csv)",
+               content((crate::reports::UptimeReport = "application/json"), (String = "text/csv"))),
               (status = 400, body = Problem)))]
 pub async fn uptime_report(
     State(state): State<AppState>,
