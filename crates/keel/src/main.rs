@@ -88,9 +88,9 @@ enum MonitorsCommand {
     /// created, changed ones replaced, the same ones left alone.
     Apply {
         file: std::path::PathBuf,
-        /// The tenant's id or name.
+        /// The tenant's id or name; the default tenant when left out.
         #[arg(long)]
-        tenant: String,
+        tenant: Option<String>,
     },
 }
 
@@ -102,9 +102,9 @@ enum ReportCommand {
         /// The month, YYYY-MM.
         #[arg(long)]
         period: String,
-        /// The tenant's id or name.
+        /// The tenant's id or name; the default tenant when left out.
         #[arg(long)]
-        tenant: String,
+        tenant: Option<String>,
     },
 }
 
@@ -220,7 +220,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let specs = apply::parse_file(&text)?;
             let store = open_backends(&config).await?.store;
-            let tenant = find_tenant(&*store, &tenant).await?;
+            let tenant = find_tenant(&*store, tenant.as_deref()).await?;
             let applied = apply::apply(&*store, &tenant, specs).await?;
             println!(
                 "{}",
@@ -237,7 +237,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         } => {
             let month = keel_server::reports::parse_period(&period).map_err(anyhow::Error::msg)?;
             let store = open_backends(&config).await?.store;
-            let tenant = find_tenant(&*store, &tenant).await?;
+            let tenant = find_tenant(&*store, tenant.as_deref()).await?;
             let tz = jiff::tz::TimeZone::get(&config.time_zone)?;
             let report = keel_server::reports::uptime_report(
                 &*store,
@@ -257,8 +257,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 /// A tenant by id, else by name.
 async fn find_tenant(
     store: &dyn keel_store::Store,
-    wanted: &str,
+    wanted: Option<&str>,
 ) -> anyhow::Result<keel_store::TenantId> {
+    let Some(wanted) = wanted else {
+        return Ok(keel_store::TenantId::default_tenant());
+    };
     let id = keel_store::TenantId(wanted.to_owned());
     if store.tenant(&id).await?.is_some() {
         return Ok(id);

@@ -280,6 +280,14 @@ fn cli_creates_tenants_and_keys_and_masks_config() {
         "{report}"
     );
     assert!(report.contains("| Monitor | Uptime |"), "{report}");
+    assert!(report.contains("| api |"), "{report}");
+    // Without --tenant it is the default tenant's, which has no monitors.
+    let default_report = keel(&["report", "uptime", "--period", "2026-10"]);
+    assert!(
+        default_report.starts_with("# Uptime report 2026-10")
+            && !default_report.contains("| api |"),
+        "{default_report}"
+    );
     assert!(key["api_key"].as_str().unwrap().starts_with("keel_"));
 
     let config = keel(&["config"]);
