@@ -13,12 +13,16 @@
 //! * OTLP protobuf log ingest in batches of 1,000 beside decoding alone, full-text
 //!   queries over a million stored lines beside the plain listing, and bytes on
 //!   disk per million lines beside plain NDJSON (`--suite telemetry`).
+//! * 10,000 HTTP monitors at 30 s checked by the release binary: CPU, peak RSS
+//!   and start lateness beside the idle server and a bare timer-and-reqwest
+//!   prober (`--suite monitors`).
 //!
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
 
 mod bus_vs_nats;
 mod load;
+mod monitors;
 mod noisy;
 mod objects;
 mod pipeline;
@@ -53,7 +57,7 @@ struct Args {
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
     /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres,
-    /// objects, telemetry (comma-separated), or all.
+    /// objects, telemetry, monitors (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -75,6 +79,18 @@ struct Args {
     /// kill -9 cycles of the crash soak (suite `soak`, needs the release binary).
     #[arg(long, default_value_t = 20)]
     kill_cycles: usize,
+    /// Monitors of suite `monitors`.
+    #[arg(long, default_value_t = 10_000)]
+    monitors: usize,
+    /// Their interval, in seconds.
+    #[arg(long, default_value_t = 30)]
+    monitor_interval_s: u64,
+    /// Seconds suite `monitors` measures for, after one interval of warm-up.
+    #[arg(long, default_value_t = 60)]
+    monitor_seconds: u64,
+    /// Internal: run as suite `monitors`' baseline prober against this URL.
+    #[arg(long, hide = true)]
+    bare_prober: Option<String>,
 }
 
 impl Args {
@@ -89,7 +105,27 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(&args))?;
+    if let Some(base) = &args.bare_prober {
+        return runtime.block_on(monitors::bare_prober(
+            base,
+            args.monitors,
+            Duration::from_secs(args.monitor_interval_s),
+        ));
+    }
+    // The in-process suites share one Keel; the others run the release binary.
+    let in_process = ["http", "pipeline", "noisy", "postgres", "telemetry", "bus"];
+    if in_process.iter().any(|s| args.wants(s)) {
+        runtime.block_on(run(&args))?;
+    }
+    if args.wants("monitors") {
+        runtime.block_on(monitors::run(monitors::Options {
+            binary: &args.keel_binary,
+            data_dir: &args.data_dir,
+            monitors: args.monitors,
+            interval: Duration::from_secs(args.monitor_interval_s),
+            window: Duration::from_secs(args.monitor_seconds),
+        }))?;
+    }
     if args.wants("objects") {
         runtime.block_on(objects::run(
             &args.keel_binary,
