@@ -16,11 +16,14 @@
 //! * 10,000 HTTP monitors at 30 s checked by the release binary: CPU, peak RSS
 //!   and start lateness beside the idle server and a bare timer-and-reqwest
 //!   prober (`--suite monitors`).
+//! * console pages over a million records and a million queued messages beside
+//!   the JSON routes with the same data (`--suite console`).
 //!
 //! Servers and load generator share this process and its two cores, as a load
 //! generator "on the same machine" must; each server runs alone while measured.
 
 mod bus_vs_nats;
+mod console;
 mod load;
 mod monitors;
 mod noisy;
@@ -57,7 +60,7 @@ struct Args {
     #[arg(long, default_value = "target/release/keel")]
     keel_binary: std::path::PathBuf,
     /// Which measurements: http, pipeline, bus, noisy, soak, startup, postgres,
-    /// objects, telemetry, monitors (comma-separated), or all.
+    /// objects, telemetry, monitors, console (comma-separated), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// NATS server for the JetStream comparison.
@@ -113,7 +116,15 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     // The in-process suites share one Keel; the others run the release binary.
-    let in_process = ["http", "pipeline", "noisy", "postgres", "telemetry", "bus"];
+    let in_process = [
+        "http",
+        "pipeline",
+        "noisy",
+        "postgres",
+        "telemetry",
+        "bus",
+        "console",
+    ];
     if in_process.iter().any(|s| args.wants(s)) {
         runtime.block_on(run(&args))?;
     }
@@ -197,6 +208,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             nats_url: &args.nats_url,
         })
         .await?;
+    }
+    if args.wants("console") {
+        console::run(&args.data_dir, &args.postgres_url).await?;
     }
     if args.wants("telemetry") {
         telemetry::run(&args.data_dir, duration, args.telemetry_lines).await?;
@@ -343,4 +357,10 @@ fn num_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// The `p` quantile (0–1) of `sorted`, by nearest rank.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }

@@ -25,6 +25,9 @@ pub struct KeelUnderTest {
     pub addr: SocketAddr,
     pub operator_key: String,
     pub write_stats: Arc<WriteStats>,
+    /// The ports themselves, for suites that fill a store faster than HTTP could.
+    pub store: Arc<dyn keel_store::Store>,
+    pub bus: Arc<dyn keel_store::bus::Bus>,
 }
 
 /// Keel in this process on SQLite under `data_dir`, every role. `lifted`: rate
@@ -79,6 +82,7 @@ pub async fn start_keel_on_bus(
         other => anyhow::bail!("expected a fresh store, got {other:?}"),
     };
     let write_stats = backends.store.write_stats();
+    let (store, bus) = (backends.store.clone(), backends.bus.clone());
     // Keel logs one JSON line per request in production; so does it here (into a
     // sink), so formatting them is part of what is measured.
     let request_log = RequestLog::new(RequestLogFormat::Json, Box::new(std::io::sink()));
@@ -99,6 +103,8 @@ pub async fn start_keel_on_bus(
         addr,
         operator_key,
         write_stats,
+        store,
+        bus,
     })
 }
 

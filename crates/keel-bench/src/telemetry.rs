@@ -146,11 +146,6 @@ async fn post(client: &reqwest::Client, base: &str, key: &str, body: Bytes) -> a
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 async fn query_latencies(
     client: &reqwest::Client,
     url: &str,
@@ -168,7 +163,11 @@ async fn query_latencies(
         found = body["logs"].as_array().map_or(0, Vec::len);
     }
     took.sort_by(f64::total_cmp);
-    Ok((percentile(&took, 0.5), percentile(&took, 0.99), found))
+    Ok((
+        crate::percentile(&took, 0.5),
+        crate::percentile(&took, 0.99),
+        found,
+    ))
 }
 
 pub async fn run(data_dir: &Path, duration: Duration, lines: u64) -> anyhow::Result<()> {

@@ -101,7 +101,9 @@ impl fmt::Debug for SecretHash {
     }
 }
 
-fn random_token(len: usize) -> String {
+/// `len` characters from `[a-z0-9]`, each drawn uniformly from the OS random source
+/// (5.17 bits each): keys' secrets, console session and CSRF tokens.
+pub fn random_token(len: usize) -> String {
     // Rejection sampling keeps every character equally likely (256 is not a
     // multiple of 36).
     let limit = 256 - (256 % ALPHABET.len());

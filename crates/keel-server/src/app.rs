@@ -94,6 +94,7 @@ impl App {
         let server = match (roles.api, listener) {
             (true, Some(listener)) => {
                 address = listener.local_addr().ok();
+                tokio::spawn(crate::console::session::prune(state.clone()));
                 let state = state.clone();
                 let mut stop = stop_rx;
                 Some(tokio::spawn(async move {
@@ -128,6 +129,9 @@ impl App {
             state.request_slis.clone(),
             state.stop_signal(),
         ));
+        // Every replica publishes queued incident and alert notices (whichever
+        // role queued them); they share the work through leases.
+        tokio::spawn(state.notices.clone().relay(state.stop_signal()));
         // Every replica prunes old monitor results; they share the work.
         tokio::spawn(crate::prober::prune(
             state.store.clone(),

@@ -151,6 +151,17 @@ impl Authenticator {
                     "expected Authorization: Bearer keel_<prefix>_<secret>",
                 )
             })?;
+        self.verify(&presented).await.map(Caller::Key)
+    }
+
+    /// The live key `presented` names, with its rate limits taken (the bearer
+    /// header's check, and the console's sign-in).
+    pub async fn verify(&self, presented: &ApiKey) -> Result<Arc<KeyContext>, AuthFailure> {
+        let fail = |tenant_id, key_prefix, why: &str| AuthFailure {
+            tenant_id,
+            key_prefix,
+            error: ApiError::Unauthorized(why.to_owned()),
+        };
         let prefix = presented.prefix().to_owned();
         let stored = self.lookup(&prefix).await.map_err(|error| AuthFailure {
             tenant_id: None,
@@ -163,13 +174,44 @@ impl Authenticator {
             return Err(fail(None, Some(prefix), BAD_KEY));
         };
         let tenant = || Some(stored.context.tenant_id.clone());
-        if !stored.secret_hash.matches(&presented) || stored.revoked {
+        if !stored.secret_hash.matches(presented) || stored.revoked {
             return Err(fail(tenant(), Some(prefix), BAD_KEY));
         }
+        self.admit(stored.context, prefix).await
+    }
+
+    /// The key behind a console session, by its prefix (the session proved the
+    /// secret when it began): `None` once the key is revoked or gone, so a
+    /// revocation ends its sessions. Rate limits apply as to a bearer key.
+    pub async fn authenticate_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Arc<KeyContext>>, AuthFailure> {
+        let stored = self.lookup(prefix).await.map_err(|error| AuthFailure {
+            tenant_id: None,
+            key_prefix: Some(prefix.to_owned()),
+            error,
+        })?;
+        match stored {
+            Some(stored) if !stored.revoked => self
+                .admit(stored.context, prefix.to_owned())
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes the key's and its tenant's rate-limit tokens and notes the use.
+    async fn admit(
+        &self,
+        context: Arc<KeyContext>,
+        prefix: String,
+    ) -> Result<Arc<KeyContext>, AuthFailure> {
+        let tenant = || Some(context.tenant_id.clone());
         let buckets = [
             (format!("key/{prefix}"), self.key_limit),
             (
-                format!("tenant/{}", stored.context.tenant_id.as_str()),
+                format!("tenant/{}", context.tenant_id.as_str()),
                 self.tenant_limit,
             ),
         ];
@@ -198,7 +240,7 @@ impl Authenticator {
                 uses.insert(prefix, now);
             }
         }
-        Ok(Caller::Key(stored.context))
+        Ok(context)
     }
 
     async fn lookup(&self, prefix: &str) -> Result<Option<KnownKey>, ApiError> {

@@ -18,7 +18,7 @@ use crate::{
     audit::AuditNote,
     auth::{AuthFailure, Caller},
     limits::Limits,
-    problem::{ApiError, Problem, PROBLEM_JSON},
+    problem::{ApiError, OwnErrorBody, Problem, PROBLEM_JSON},
     request_log::RequestLine,
     state::AppState,
 };
@@ -69,6 +69,17 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
             error,
         }),
         None if unknown_method => Ok(Caller::Anonymous),
+        // A console page without a bearer key: the session cookie names the key.
+        None if is_console(uri.path()) && !req.headers().contains_key(header::AUTHORIZATION) => {
+            match crate::console::session::resolve(&state, req.headers()).await {
+                Ok(Some((key, session))) => {
+                    req.extensions_mut().insert(session);
+                    Ok(Caller::Key(key))
+                }
+                Ok(None) => Ok(Caller::Anonymous),
+                Err(failure) => Err(failure),
+            }
+        }
         None => state.auth.authenticate(req.headers()).await,
     };
     let (caller, mut response) = match authenticated {
@@ -158,6 +169,10 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     response
 }
 
+fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
+}
+
 fn is_known_method(method: &Method) -> bool {
     matches!(
         *method,
@@ -225,11 +240,6 @@ async fn finish_errors(response: Response, path: &str) -> Response {
         response
     }
 }
-
-/// Marks an error response whose body a protocol prescribes (OTLP's
-/// `google.rpc.Status`), which the edge must not turn into a problem document.
-#[derive(Clone, Copy, Debug)]
-pub struct OwnErrorBody;
 
 /// Makes sure an error response is a problem document naming the request path —
 /// whether a handler produced it or axum did (405, a rejected path, …).

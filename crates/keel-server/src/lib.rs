@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bus_metrics;
 pub mod cached_reads;
 pub mod connections;
+pub mod console;
 pub mod edge;
 pub mod extract;
 mod histograms;

@@ -66,6 +66,28 @@ impl LoginGuard {
         self.by_email.peek(&email_key(email)).map_err(refused)
     }
 
+    /// 429 when this address has used up its failed logins (console sign-in
+    /// with a key, which has no email).
+    pub fn check_address(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        match address {
+            Some(address) => self
+                .by_address
+                .peek(&address.to_string())
+                .map_err(|retry_after_s| ApiError::TooManyRequests {
+                    retry_after_s,
+                    detail: "too many failed sign-ins; retry later".into(),
+                }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed sign-in against the address.
+    pub fn failed_address(&self, address: Option<IpAddr>) {
+        if let Some(address) = address {
+            self.by_address.take(&address.to_string());
+        }
+    }
+
     /// Counts a failed login against the address and the email.
     pub fn failed(&self, address: Option<IpAddr>, email: &str) {
         if let Some(address) = address {

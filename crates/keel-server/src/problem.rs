@@ -276,3 +276,9 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Marks an error response whose body is not a problem document on purpose —
+/// one a protocol prescribes (OTLP's `google.rpc.Status`) or a console HTML
+/// page — which the edge must leave as it is.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnErrorBody;

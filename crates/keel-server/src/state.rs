@@ -39,6 +39,8 @@ pub struct Inner {
     pub logins: LoginGuard,
     /// Maintenance windows of every tenant, for marking checks.
     pub maintenance: Arc<crate::prober::MaintenanceWindows>,
+    /// Publishes the incident and alert notices the store queues.
+    pub notices: Arc<crate::notices::Notices>,
     /// Requests counted for request SLIs, flushed to the store by the api role.
     pub request_slis: Arc<crate::slo::requests::RequestSlis>,
     /// Seals pagination cursors; its key comes from the store on first use.
@@ -98,7 +100,9 @@ impl AppState {
             store.clone(),
             config.time_zone.clone(),
         ));
+        let notices = crate::notices::Notices::new(store.clone(), bus.clone());
         let state = Self(Arc::new(Inner {
+            notices,
             store,
             maintenance,
             objects,
@@ -187,7 +191,7 @@ impl AppState {
     pub fn prober_context(&self) -> crate::prober::ProberContext {
         crate::prober::ProberContext {
             store: self.store.clone(),
-            bus: self.bus.clone(),
+            notices: self.notices.clone(),
             slo_counters: self.request_slis.clone(),
             maintenance: self.maintenance.clone(),
             clock: self.clock.clone(),
@@ -225,7 +229,7 @@ impl AppState {
     pub fn evaluator_context(&self) -> crate::slo::evaluate::EvaluatorContext {
         crate::slo::evaluate::EvaluatorContext {
             store: self.store.clone(),
-            bus: self.bus.clone(),
+            notices: self.notices.clone(),
             clock: self.clock.clone(),
             time_zone: self.config.time_zone.clone(),
             metrics: self.telemetry.slos.clone(),

@@ -290,6 +290,8 @@ async fn the_openapi_document_lists_every_route() {
             "/v1/collections/{collection}/records/{id}",
             vec!["get", "delete"],
         ),
+        ("/v1/buckets", vec!["get"]),
+        ("/v1/subscriptions", vec!["get"]),
         ("/v1/buckets/{bucket}", vec!["put"]),
         ("/v1/buckets/{bucket}/notifications", vec!["get", "put"]),
         ("/v1/buckets/{bucket}/objects", vec!["get"]),

@@ -114,6 +114,9 @@ pub trait Bus: Send + Sync {
     /// With nothing visible, waits up to `wait` for a message to arrive (each
     /// adapter in its own way: an in-process signal, `LISTEN/NOTIFY`, a pull
     /// request's expiry) and answers as soon as one does; empty when none did.
+    /// Every subscription of the tenant, ordered by topic then name (a tenant
+    /// has at most its `subscriptions_per_tenant` quota of them).
+    async fn list_subscriptions(&self, tenant: &TenantId) -> StoreResult<Vec<Subscription>>;
     async fn receive(
         &self,
         tenant: &TenantId,

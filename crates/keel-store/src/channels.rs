@@ -4,21 +4,14 @@
 //! and PostgreSQL (`*::channels`).
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use keel_core::channel::ChannelSpec;
 
-use crate::{from_micros, StoreResult, TenantId};
+use crate::{SpecRecord, StoreResult, TenantId};
 
 /// A tenant has at most this many channels.
 pub const MAX_CHANNELS: usize = 100;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredChannel {
-    pub id: String,
-    pub tenant: TenantId,
-    pub spec: ChannelSpec,
-    pub created_at: Timestamp,
-}
+pub type StoredChannel = SpecRecord<ChannelSpec>;
 
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
@@ -32,24 +25,4 @@ pub trait ChannelStore: Send + Sync {
     /// Oldest first, all of them (a tenant has at most [`MAX_CHANNELS`]).
     async fn list_channels(&self, tenant: &TenantId) -> StoreResult<Vec<StoredChannel>>;
     async fn delete_channel(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
-}
-
-pub(crate) fn spec_text(spec: &ChannelSpec) -> StoreResult<String> {
-    serde_json::to_string(spec)
-        .map_err(|e| crate::StoreError::Internal(format!("channel spec: {e}")))
-}
-
-pub(crate) fn decode_channel(
-    id: String,
-    tenant: String,
-    spec: &str,
-    created_at: i64,
-) -> StoreResult<StoredChannel> {
-    Ok(StoredChannel {
-        id,
-        tenant: TenantId(tenant),
-        spec: serde_json::from_str(spec)
-            .map_err(|e| crate::StoreError::Internal(format!("stored channel spec: {e}")))?,
-        created_at: from_micros(created_at)?,
-    })
 }

@@ -16,15 +16,20 @@ pub mod fanout_budget;
 pub mod maintenance;
 pub mod monitors;
 pub mod nats;
+pub mod notice_outbox;
 pub mod objects;
 pub mod postgres;
 mod routing;
+pub mod sessions;
 pub mod slos;
+mod spec_record;
 pub mod sqlite;
 pub mod telemetry;
 pub mod testing;
 mod types;
 pub mod wait;
+
+pub use spec_record::SpecRecord;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -161,6 +166,8 @@ pub trait Store:
     + slos::SloStore
     + channels::ChannelStore
     + maintenance::MaintenanceStore
+    + notice_outbox::NoticeOutbox
+    + sessions::SessionStore
 {
     /// Cheap round trip proving the store can be read (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

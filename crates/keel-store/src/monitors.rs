@@ -12,7 +12,7 @@ use keel_core::{
 };
 use serde::Serialize;
 
-use crate::{from_micros, Page, PageRequest, StoreResult, TenantId};
+use crate::{from_micros, spec_record::spec_from_json, Page, PageRequest, StoreResult, TenantId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -212,6 +212,7 @@ pub trait MonitorStore: Send + Sync {
         overlapping: Option<(i64, i64)>,
         page: PageRequest,
     ) -> StoreResult<Page<Incident>>;
+    async fn incident(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Incident>>;
     /// Sets the cause and/or notes (`None` leaves a field as it is).
     async fn update_incident(
         &self,
@@ -357,7 +358,7 @@ impl MonitorRow {
         Ok(StoredMonitor {
             id: self.id,
             tenant: TenantId(self.tenant),
-            spec: spec_from(&self.spec)?,
+            spec: spec_from_json(&self.spec)?,
             push_token: self.push_token,
             created_at: from_micros(self.created_at)?,
             updated_at: from_micros(self.updated_at)?,
@@ -392,15 +393,4 @@ pub(crate) fn decode_incident(row: IncidentRow) -> StoreResult<Incident> {
         cause,
         notes,
     })
-}
-
-/// How a stored spec is read back.
-pub(crate) fn spec_from(text: &str) -> StoreResult<MonitorSpec> {
-    serde_json::from_str(text)
-        .map_err(|e| crate::StoreError::Internal(format!("stored monitor spec: {e}")))
-}
-
-pub(crate) fn spec_text(spec: &MonitorSpec) -> StoreResult<String> {
-    serde_json::to_string(spec)
-        .map_err(|e| crate::StoreError::Internal(format!("monitor spec: {e}")))
 }

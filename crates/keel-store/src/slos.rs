@@ -23,13 +23,7 @@ use crate::{from_micros, Page, PageRequest, StoreResult, TenantId};
 pub const SLO_COUNT_RETENTION_S: i64 = 100 * 86_400;
 pub const MINUTE_US: i64 = 60_000_000;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredSlo {
-    pub id: String,
-    pub tenant: TenantId,
-    pub spec: SloSpec,
-    pub created_at: Timestamp,
-}
+pub type StoredSlo = crate::SpecRecord<SloSpec>;
 
 /// Events to add to one SLO's minute.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +95,7 @@ pub trait SloStore: Send + Sync {
         severity: Severity,
         at: Timestamp,
     ) -> StoreResult<Option<SloAlert>>;
+    async fn slo_alert(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SloAlert>>;
     /// Newest first.
     async fn slo_alerts(
         &self,
@@ -111,25 +106,6 @@ pub trait SloStore: Send + Sync {
     /// Deletes up to `limit` minute counts (of every tenant) older than `before`
     /// (µs); returns how many went.
     async fn prune_slo_counts(&self, before: i64, limit: u32) -> StoreResult<u64>;
-}
-
-pub(crate) fn spec_text(spec: &SloSpec) -> StoreResult<String> {
-    serde_json::to_string(spec).map_err(|e| crate::StoreError::Internal(format!("SLO spec: {e}")))
-}
-
-pub(crate) fn decode_slo(
-    id: String,
-    tenant: String,
-    spec: &str,
-    created_at: i64,
-) -> StoreResult<StoredSlo> {
-    Ok(StoredSlo {
-        id,
-        tenant: TenantId(tenant),
-        spec: serde_json::from_str(spec)
-            .map_err(|e| crate::StoreError::Internal(format!("stored SLO spec: {e}")))?,
-        created_at: from_micros(created_at)?,
-    })
 }
 
 pub(crate) type AlertRow = (String, String, String, String, i64, Option<i64>);

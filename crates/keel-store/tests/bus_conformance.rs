@@ -99,6 +99,27 @@ async fn queues_are_per_tenant(kind: Kind) {
         .unwrap()
         .is_none());
     assert_eq!(f.receive("t", "q", 10).await.len(), 1);
+
+    // Listing: the tenant's own subscriptions, by topic then name.
+    f.subscribe("t", "a", None, FilterScope::Attributes, 5)
+        .await;
+    f.subscribe("s", "z", None, FilterScope::Attributes, 5)
+        .await;
+    let listed = f.a.bus.list_subscriptions(&f.tenant).await.unwrap();
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|s| (s.topic.as_str(), s.name.as_str()))
+        .collect();
+    assert_eq!(names, [("s", "z"), ("t", "a"), ("t", "q")]);
+    assert_eq!(
+        listed[2],
+        f.a.bus
+            .subscription(&f.tenant, &name_of("t"), &name_of("q"))
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    assert!(f.a.bus.list_subscriptions(&other).await.unwrap().is_empty());
 }
 
 async fn accepted_messages_survive_reopening(kind: Kind) {

@@ -303,6 +303,110 @@ async fn a_nack_retires_its_receipt(kind: Kind) {
     assert_eq!(again[0].receive_count, 2);
 }
 
+/// Queue statistics follow every move of an entry: publish, receive, ack, nack
+/// (delayed, then due, or visible at once), dead-lettering and redrive. Where an
+/// entry waits to be received again, JetStream still counts it as pending
+/// acknowledgement until it is redelivered, so there only the sum of `depth`
+/// and `in_flight` (neither acked nor dead) is the contract.
+async fn statistics_follow_every_move(kind: Kind) {
+    let Some(f) = fixture(kind).await else { return };
+    f.subscribe("t", "q", None, FilterScope::Attributes, 2)
+        .await;
+    let (t, q) = (name_of("t"), name_of("q"));
+    let stats = || async {
+        let s = f.a.bus.stats(&f.tenant, &t, &q).await.unwrap();
+        (s.depth, s.in_flight, s.dlq_depth)
+    };
+    let unsettled = || async {
+        let (depth, in_flight, dead) = stats().await;
+        (depth + in_flight, dead)
+    };
+    for n in 0..5 {
+        f.publish("t", json!(n), json!({}), None).await;
+    }
+    assert_eq!(stats().await, (5, 0, 0), "published");
+    f.advance(10);
+    let oldest = f.a.bus.stats(&f.tenant, &t, &q).await.unwrap().oldest_age_s;
+    assert!((10..=11).contains(&oldest), "oldest is {oldest} s old");
+
+    let got = f.receive("t", "q", 3).await;
+    assert_eq!(stats().await, (2, 3, 0), "three received");
+    assert!(f
+        .a
+        .bus
+        .ack(&f.tenant, &t, &q, vec![got[0].receipt.clone()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(stats().await, (2, 2, 0), "one acked");
+    assert!(f
+        .a
+        .bus
+        .nack(&f.tenant, &t, &q, &got[1].receipt, 5, None)
+        .await
+        .unwrap());
+    assert_eq!(stats().await, (2, 2, 0), "one nacked for later");
+    assert!(f
+        .a
+        .bus
+        .nack(&f.tenant, &t, &q, &got[2].receipt, 0, None)
+        .await
+        .unwrap());
+    assert_eq!(unsettled().await, (4, 0), "one nacked for now");
+    f.advance(6);
+    assert_eq!(unsettled().await, (4, 0), "the later one is due");
+
+    // Two of the four have been received once before: at max_receives 2 they
+    // die after this delivery times out, the others after the next.
+    assert_eq!(f.receive("t", "q", 10).await.len(), 4);
+    assert_eq!(stats().await, (0, 4, 0), "all received");
+    f.advance(VISIBILITY + 1);
+    assert_eq!(unsettled().await, (4, 0), "their visibility timed out");
+    assert_eq!(f.receive("t", "q", 10).await.len(), 2);
+    assert_eq!(stats().await, (0, 2, 2), "two dead-lettered");
+    // The statistics of every queue (for /metrics) agree, and reading them
+    // leaves this queue's as they were.
+    let every = f.a.bus.all_queue_stats().await.unwrap();
+    let ours = every
+        .iter()
+        .find(|(tenant, topic, name, _)| {
+            *tenant == f.tenant && topic == t.as_str() && name == q.as_str()
+        })
+        .map(|(.., s)| (s.depth, s.in_flight, s.dlq_depth));
+    assert_eq!(ours, Some((0, 2, 2)), "among every queue's statistics");
+    assert_eq!(stats().await, (0, 2, 2), "after every queue's statistics");
+    f.advance(VISIBILITY + 1);
+    assert!(f.receive("t", "q", 10).await.is_empty());
+    assert_eq!(stats().await, (0, 0, 4), "all dead-lettered");
+
+    let dead = f.a.bus.dead_letters(&f.tenant, &t, &q, 10).await.unwrap();
+    let one = Some(vec![dead[0].id.clone()]);
+    assert_eq!(f.a.bus.redrive(&f.tenant, &t, &q, one).await.unwrap(), 1);
+    assert_eq!(stats().await, (1, 0, 3), "one redriven");
+    assert_eq!(f.a.bus.redrive(&f.tenant, &t, &q, None).await.unwrap(), 3);
+    assert_eq!(stats().await, (4, 0, 0), "all redriven");
+    let last = f.receive("t", "q", 10).await;
+    let receipts = last.iter().map(|d| d.receipt.clone()).collect();
+    assert!(f
+        .a
+        .bus
+        .ack(&f.tenant, &t, &q, receipts)
+        .await
+        .unwrap()
+        .is_empty());
+    let empty = f.a.bus.stats(&f.tenant, &t, &q).await.unwrap();
+    assert_eq!(
+        (
+            empty.depth,
+            empty.in_flight,
+            empty.dlq_depth,
+            empty.oldest_age_s
+        ),
+        (0, 0, 0, 0),
+        "all acked"
+    );
+}
+
 on_every_bus!(
     visibility_timeout_redelivers_with_a_new_receipt,
     max_receives_dead_letters_and_redrive_brings_them_back,
@@ -311,4 +415,5 @@ on_every_bus!(
     receipts_of_queues_receiving_in_step_do_not_mix,
     a_nack_retires_its_receipt,
     concurrent_redrives_move_each_dead_letter_once,
+    statistics_follow_every_move,
 );

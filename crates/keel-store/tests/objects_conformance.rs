@@ -67,6 +67,28 @@ async fn buckets_are_created_once_and_per_tenant(kind: Kind) {
         store.bucket(&t, "logs").await.unwrap().unwrap().rules,
         rules
     );
+
+    // Listed by name, a page at a time, the tenant's own only.
+    store.create_bucket(&t, "assets").await.unwrap();
+    store.create_bucket(&t, "zips").await.unwrap();
+    let page = |cursor: Option<String>| keel_store::PageRequest { limit: 2, cursor };
+    let first = store.list_buckets(&t, page(None)).await.unwrap();
+    let names: Vec<&str> = first.items.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["assets", "logs"]);
+    assert_eq!(first.items[1].rules, rules);
+    let rest = store
+        .list_buckets(&t, page(first.next_cursor))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].name, "zips");
+    assert!(rest.next_cursor.is_none());
+    assert!(store
+        .list_buckets(&other, page(None))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 async fn an_object_and_its_events_commit_together(kind: Kind) {

@@ -16,7 +16,8 @@ use keel_core::{
     uptime::monitor::MonitorSpec,
 };
 use keel_store::{
-    monitors::CheckResult,
+    monitors::{CheckResult, IncidentChange},
+    notice_outbox::{NoticeEvent, NoticeSubject, PendingNotice},
     slos::{SloCount, MINUTE_US},
     PageRequest, StoreError, TenantId,
 };
@@ -287,6 +288,138 @@ async fn one_alert_is_open_per_severity(kind: Kind) {
         .is_empty());
 }
 
+/// Opening or resolving an incident or an alert queues its notice in the same
+/// write; relays claim notices under a lease, oldest first, and remove them once
+/// published. A relay that dies with a claim leaves it to the next after the lease.
+async fn changes_queue_their_notices_until_published(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = &a.store;
+    let t = store.create_tenant("t").await.unwrap().id;
+    let lease = std::time::Duration::from_secs(30);
+    assert!(store.claim_notices(10, lease).await.unwrap().is_empty());
+    let monitor = store
+        .create_monitor(
+            &t,
+            MonitorSpec::parse(&json!({
+                "name": "site", "kind": "push", "interval_s": 60, "incident_after": 1
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let beat = |up: bool| CheckResult {
+        tenant: t.clone(),
+        monitor_id: monitor.id.clone(),
+        scheduled_at: None,
+        at: a.clock.now(),
+        up,
+        maintenance: false,
+        latency_us: None,
+        status: None,
+        failure: (!up).then(|| "no heartbeat".to_string()),
+        next_check_at: a.clock.now().as_microsecond() + 60_000_000,
+    };
+    let opened = store.record_checks(vec![beat(false)]).await.unwrap();
+    let incident = match opened.as_slice() {
+        [IncidentChange::Opened { incident, .. }] => incident.clone(),
+        other => panic!("one incident opens: {other:?}"),
+    };
+    assert_eq!(
+        store.incident(&t, &incident.id).await.unwrap(),
+        Some(incident.clone())
+    );
+    assert_eq!(
+        store
+            .incident(&TenantId("someone-else".into()), &incident.id)
+            .await
+            .unwrap(),
+        None
+    );
+    store.record_checks(vec![beat(true)]).await.unwrap();
+    let slo = store.create_slo(&t, request_slo("api")).await.unwrap();
+    let now = a.clock.now();
+    let alert = store
+        .open_slo_alert(&t, &slo.id, Severity::Page, "1h/5m", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.slo_alert(&t, &alert.id).await.unwrap(),
+        Some(alert.clone())
+    );
+    // Refused opens and resolves of nothing queue nothing.
+    assert!(store
+        .open_slo_alert(&t, &slo.id, Severity::Page, "1h/5m", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .resolve_slo_alert(&t, &slo.id, Severity::Ticket, now)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .resolve_slo_alert(&t, &slo.id, Severity::Page, now)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let first = store.claim_notices(3, lease).await.unwrap();
+    let seen = |p: &[PendingNotice]| -> Vec<(NoticeSubject, String, NoticeEvent)> {
+        p.iter()
+            .map(|n| (n.subject, n.subject_id.clone(), n.event))
+            .collect()
+    };
+    assert_eq!(
+        seen(&first),
+        vec![
+            (
+                NoticeSubject::Incident,
+                incident.id.clone(),
+                NoticeEvent::Opened
+            ),
+            (
+                NoticeSubject::Incident,
+                incident.id.clone(),
+                NoticeEvent::Resolved
+            ),
+            (
+                NoticeSubject::SloAlert,
+                alert.id.clone(),
+                NoticeEvent::Opened
+            ),
+        ]
+    );
+    assert!(first.iter().all(|n| n.tenant == t));
+    let rest = store.claim_notices(10, lease).await.unwrap();
+    assert_eq!(
+        seen(&rest),
+        vec![(
+            NoticeSubject::SloAlert,
+            alert.id.clone(),
+            NoticeEvent::Resolved
+        )],
+        "leased notices are not claimed twice"
+    );
+    store
+        .finish_notices(first.iter().map(|n| n.id).collect())
+        .await
+        .unwrap();
+    assert!(store.claim_notices(10, lease).await.unwrap().is_empty());
+    // The relay holding the last one died: after the lease it is claimed again.
+    a.advance(31);
+    let again = store.claim_notices(10, lease).await.unwrap();
+    assert_eq!(seen(&again), seen(&rest));
+    store
+        .finish_notices(again.iter().map(|n| n.id).collect())
+        .await
+        .unwrap();
+    a.advance(31);
+    assert!(store.claim_notices(10, lease).await.unwrap().is_empty());
+}
+
 async fn channels_and_maintenance_windows_are_kept_per_tenant(kind: Kind) {
     let Some(a) = Adapter::open(kind).await else {
         return;
@@ -331,4 +464,5 @@ on_every_adapter!(
     counts_add_up_per_minute_and_sum_over_ranges,
     recorded_checks_count_for_the_monitors_slos,
     one_alert_is_open_per_severity,
+    changes_queue_their_notices_until_published,
 );

@@ -5,6 +5,7 @@
 mod adapters;
 
 use adapters::{Adapter, Kind};
+use keel_core::clock::Clock;
 
 use std::collections::BTreeSet;
 
@@ -287,7 +288,63 @@ async fn audit_pages_newest_first_and_per_tenant(kind: Kind) {
     ));
 }
 
+async fn console_sessions_live_until_they_expire_or_end(kind: Kind) {
+    use keel_store::sessions::ConsoleSession;
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = &a.store;
+    let t = store.create_tenant("t").await.unwrap().id;
+    let other = store.create_tenant("o").await.unwrap().id;
+    let now = a.clock.now();
+    let session = |tenant: &TenantId, hours: i64| ConsoleSession {
+        tenant_id: tenant.clone(),
+        key_prefix: "abcd1234".into(),
+        csrf_token: "csrf-1".into(),
+        created_at: now,
+        expires_at: now + jiff::SignedDuration::from_hours(hours),
+        owns_key: hours == 1,
+    };
+    store
+        .create_session("hash-a", session(&t, 12))
+        .await
+        .unwrap();
+    store
+        .create_session("hash-b", session(&other, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("hash-a", now).await.unwrap(),
+        Some(session(&t, 12))
+    );
+    assert_eq!(store.session("hash-x", now).await.unwrap(), None);
+    assert!(
+        store
+            .create_session("hash-a", session(&t, 1))
+            .await
+            .is_err(),
+        "a token hash names one session"
+    );
+
+    // Past its end a session is gone, before and after pruning.
+    let later = now + jiff::SignedDuration::from_hours(2);
+    assert_eq!(store.session("hash-b", later).await.unwrap(), None);
+    let pruned = store.prune_sessions(later).await.unwrap();
+    assert_eq!(
+        pruned,
+        [session(&other, 1)],
+        "the expired one, with its key"
+    );
+    assert!(store.session("hash-a", later).await.unwrap().is_some());
+
+    // Ending one needs its tenant.
+    assert!(!store.delete_session(&other, "hash-a").await.unwrap());
+    assert!(store.delete_session(&t, "hash-a").await.unwrap());
+    assert_eq!(store.session("hash-a", now).await.unwrap(), None);
+}
+
 on_every_adapter!(
+    console_sessions_live_until_they_expire_or_end,
     counters_start_at_one_and_are_per_tenant,
     a_counter_at_the_maximum_is_exhausted_not_wrapped,
     concurrent_increments_are_distinct_and_contiguous,

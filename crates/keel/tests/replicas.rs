@@ -343,7 +343,21 @@ async fn on_nats_records_are_stored_exactly_once_while_a_replica_is_killed() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Mid-load: once the doomed replica has taken some of its share (a fresh
+    // replica's first publishes also create its JetStream consumers, which on
+    // a busy machine can outlast a fixed pause).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| c % 2 == 0)
+        .count()
+        < 40
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     doomed.signal(Signal::SIGKILL);
     doomed.wait_exit(Duration::from_secs(5));
     for task in tasks {

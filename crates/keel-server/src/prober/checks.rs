@@ -41,14 +41,17 @@ impl Outcome {
         }
     }
 
-    fn judged(spec: &MonitorSpec, seen: Observation) -> Self {
+    /// `latency_us` is the measured duration: `seen.response_time_ms` is whole
+    /// milliseconds for conditions, too coarse for the latency percentiles of
+    /// fast targets (a sub-millisecond check would be stored as 0).
+    fn judged(spec: &MonitorSpec, seen: Observation, latency_us: u64) -> Self {
         let failure = spec
             .parsed_conditions()
             .iter()
             .find_map(|c| c.check(&seen).err());
         Self {
             up: failure.is_none(),
-            latency_us: Some(seen.response_time_ms.saturating_mul(1000)),
+            latency_us: Some(latency_us),
             status: seen.status,
             failure,
         }
@@ -136,15 +139,17 @@ impl Probes {
             Ok(body) => body,
             Err(why) => return Outcome::failed(why, Some(elapsed_us(started))),
         };
+        let took = started.elapsed();
         Outcome::judged(
             spec,
             Observation {
                 status: Some(status),
-                response_time_ms: started.elapsed().as_millis() as u64,
+                response_time_ms: took.as_millis() as u64,
                 body: Some(body),
                 headers,
                 cert_expires_in_days,
             },
+            took.as_micros() as u64,
         )
     }
 
@@ -175,13 +180,17 @@ impl Probes {
                 .map_err(|_| "could not connect")
         };
         match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(())) => Outcome::judged(
-                spec,
-                Observation {
-                    response_time_ms: started.elapsed().as_millis() as u64,
-                    ..Observation::default()
-                },
-            ),
+            Ok(Ok(())) => {
+                let took = started.elapsed();
+                Outcome::judged(
+                    spec,
+                    Observation {
+                        response_time_ms: took.as_millis() as u64,
+                        ..Observation::default()
+                    },
+                    took.as_micros() as u64,
+                )
+            }
             Ok(Err(why)) => Outcome::failed(why, Some(started.elapsed().as_micros() as u64)),
             Err(_) => Outcome::failed("timed out", Some(started.elapsed().as_micros() as u64)),
         }

@@ -20,7 +20,6 @@ use std::{sync::Arc, time::Duration};
 
 use keel_core::{clock::Clock, uptime::next_slot};
 use keel_store::{
-    bus::Bus,
     monitors::{CheckResult, DueCheck, IncidentChange, MonitorRetention},
     Store,
 };
@@ -53,8 +52,8 @@ const RECORD_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct ProberContext {
     pub store: Arc<dyn Store>,
-    /// Incident notices are published here.
-    pub bus: Arc<dyn Bus>,
+    /// Told when incidents open or resolve (the store has queued their notices).
+    pub notices: Arc<crate::notices::Notices>,
     /// Counts monitor SLI events on `/metrics`.
     pub slo_counters: Arc<crate::slo::requests::RequestSlis>,
     /// Checks inside one of these count as neither up nor down.
@@ -137,40 +136,28 @@ pub fn spawn(context: ProberContext) -> JoinHandle<()> {
 
 /// Logs the incidents results opened or resolved and publishes a notice for
 /// each (`crate::notices`), so the tenant's channels hear of them.
-pub async fn announce(store: &dyn Store, bus: &dyn Bus, changes: &[IncidentChange]) {
+/// Logs incidents opened or resolved and has their notices (queued by the
+/// store with the change) published.
+pub fn announce(notices: &crate::notices::Notices, changes: &[IncidentChange]) {
     for change in changes {
-        let (IncidentChange::Opened { tenant, incident }
-        | IncidentChange::Resolved { tenant, incident }) = change;
         match change {
-            IncidentChange::Opened { .. } => tracing::warn!(
+            IncidentChange::Opened { tenant, incident } => tracing::warn!(
                 tenant = %tenant,
                 monitor = %incident.monitor_id,
                 incident = %incident.id,
                 cause = incident.cause.as_deref().unwrap_or(""),
                 "incident opened"
             ),
-            IncidentChange::Resolved { .. } => tracing::info!(
+            IncidentChange::Resolved { tenant, incident } => tracing::info!(
                 tenant = %tenant,
                 monitor = %incident.monitor_id,
                 incident = %incident.id,
                 "incident resolved"
             ),
         }
-        let monitor = store
-            .monitor(tenant, &incident.monitor_id)
-            .await
-            .ok()
-            .flatten();
-        let name = monitor
-            .as_ref()
-            .map_or(incident.monitor_id.as_str(), |m| m.spec.name.as_str());
-        let channels = monitor
-            .as_ref()
-            .map(|m| m.spec.channels.clone())
-            .unwrap_or_default();
-        let (tenant, mut notice) = crate::notices::Notice::incident(change, name);
-        notice.channels = channels;
-        crate::notices::publish(bus, &tenant, &notice).await;
+    }
+    if !changes.is_empty() {
+        notices.wake();
     }
 }
 
@@ -179,7 +166,7 @@ async fn schedule(context: ProberContext) {
     let (results, results_rx) = mpsc::channel::<CheckResult>(RECORD_BATCH * 4);
     let recorder = tokio::spawn(record(
         context.store.clone(),
-        context.bus.clone(),
+        context.notices.clone(),
         context.slo_counters.clone(),
         context.metrics.clone(),
         results_rx,
@@ -280,7 +267,7 @@ async fn run_at_slot(
 /// then dropped (its slots' leases lapse and the checks run again).
 async fn record(
     store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
+    notices: Arc<crate::notices::Notices>,
     slo_counters: Arc<crate::slo::requests::RequestSlis>,
     metrics: Arc<ProbeMetrics>,
     mut results: mpsc::Receiver<CheckResult>,
@@ -295,7 +282,7 @@ async fn record(
                         slo_counters.count_check(&r.tenant, &r.monitor_id, r.up);
                     }
                     metrics.count_incidents(&changes);
-                    announce(&*store, &*bus, &changes).await;
+                    announce(&notices, &changes);
                     break;
                 }
                 Err(e) if tries < 5 => {

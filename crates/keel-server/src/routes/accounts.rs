@@ -227,39 +227,50 @@ pub async fn create_key(
             }
             (key.tenant_id.clone(), scopes)
         }
-        Caller::Anonymous => {
-            let (email, password) = parse_credentials(body)?;
-            state.logins.check(address, email.as_str())?;
-            let slot = state.logins.hashing_permit()?;
-            let account = state.store.account_by_email(email.as_str()).await?;
-            let ok = verify_password(
-                password.expose().to_owned(),
-                account.as_ref().map(|a| a.password_hash.clone()),
-                slot,
-            )
-            .await?;
-            match account {
-                Some(account) if ok => (account.tenant_id, Scopes::account_owner()),
-                account => {
-                    state.logins.failed(address, email.as_str());
-                    // Audited under the account's tenant, so its owner sees the
-                    // guessing in `GET /v1/audit`.
-                    let mut response =
-                        ApiError::Unauthorized("email or password is wrong".into()).into_response();
-                    if let Some(account) = account {
-                        response.extensions_mut().insert(AuditNote::tenant_resource(
-                            account.tenant_id,
-                            "login-failed",
-                        ));
-                    }
-                    return Ok(response);
-                }
-            }
-        }
+        Caller::Anonymous => match owner_by_password(&state, address, body).await? {
+            Ok(tenant) => (tenant, Scopes::account_owner()),
+            Err(refused) => return Ok(refused),
+        },
     };
     let (key, stored) = issue_key(&*state.store, &tenant, scopes).await?;
     let note = AuditNote::tenant_resource(tenant, stored.prefix.clone());
     Ok(json_api(StatusCode::CREATED, issued(&key, &stored), note))
+}
+
+/// The tenant of the account whose `{"email", "password"}` these are, or the
+/// 401 to answer (audited under the account's tenant when the email is known,
+/// so its owner sees the guessing in `GET /v1/audit`). Attempts are throttled
+/// per address and email. Also the console's password sign-in.
+pub async fn owner_by_password(
+    state: &AppState,
+    address: Option<std::net::IpAddr>,
+    credentials: serde_json::Value,
+) -> ApiResult<Result<TenantId, Response>> {
+    let (email, password) = parse_credentials(credentials)?;
+    state.logins.check(address, email.as_str())?;
+    let slot = state.logins.hashing_permit()?;
+    let account = state.store.account_by_email(email.as_str()).await?;
+    let ok = verify_password(
+        password.expose().to_owned(),
+        account.as_ref().map(|a| a.password_hash.clone()),
+        slot,
+    )
+    .await?;
+    match account {
+        Some(account) if ok => Ok(Ok(account.tenant_id)),
+        account => {
+            state.logins.failed(address, email.as_str());
+            let mut response =
+                ApiError::Unauthorized("email or password is wrong".into()).into_response();
+            if let Some(account) = account {
+                response.extensions_mut().insert(AuditNote::tenant_resource(
+                    account.tenant_id,
+                    "login-failed",
+                ));
+            }
+            Ok(Err(response))
+        }
+    }
 }
 
 /// Lists the tenant's keys (never their secrets).

@@ -361,3 +361,24 @@ pub async fn get_subscription(
         find_subscription(&state, &key, &topic, &name).await?.into(),
     ))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionList {
+    /// By topic, then name: every subscription of the tenant (at most its
+    /// `subscriptions_per_tenant` quota).
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// Every subscription of the caller's tenant, across its topics.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "bus", security(("bearer" = [])),
+    responses((status = 200, body = SubscriptionList), (status = 403, body = Problem)))]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+) -> ApiResult<Json<SubscriptionList>> {
+    key.require(Scope::Read)?;
+    let all = state.bus.list_subscriptions(&key.tenant_id).await?;
+    Ok(Json(SubscriptionList {
+        subscriptions: all.into_iter().map(SubscriptionView::from).collect(),
+    }))
+}

@@ -110,6 +110,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(bus::put_topic))
         .routes(routes!(bus::publish))
         .routes(routes!(bus::put_subscription, bus::get_subscription))
+        .routes(routes!(bus::list_subscriptions))
         .routes(routes!(queues::receive))
         .routes(routes!(queues::ack))
         .routes(routes!(queues::nack))
@@ -122,6 +123,7 @@ fn api() -> OpenApiRouter<AppState> {
             collections::list_records
         ))
         .routes(routes!(collections::get_record, collections::delete_record))
+        .routes(routes!(objects::list_buckets))
         .routes(routes!(objects::put_bucket))
         .routes(routes!(
             objects::put_notifications,
@@ -187,6 +189,7 @@ pub fn openapi_document() -> String {
 pub fn router(state: AppState) -> Router {
     let (routes, _) = api().split_for_parts();
     routes
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()

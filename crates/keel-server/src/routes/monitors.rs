@@ -357,7 +357,7 @@ pub async fn push(
             next_check_at: next,
         }])
         .await?;
-    crate::prober::announce(&*state.store, &*state.bus, &changes).await;
+    crate::prober::announce(&state.notices, &changes);
     let mut response = Json(PushAnswer {
         status: if failure.is_none() { "up" } else { "down" }.into(),
         next_due_at: jiff::Timestamp::from_microsecond(next)

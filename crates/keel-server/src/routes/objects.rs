@@ -80,6 +80,39 @@ pub async fn put_bucket(
     Ok(response)
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct BucketList {
+    /// By name.
+    pub buckets: Vec<BucketView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The tenant's buckets, by name.
+#[utoipa::path(get, path = "/v1/buckets", tag = "objects", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = BucketList), (status = 400, body = Problem)))]
+pub async fn list_buckets(
+    State(state): State<AppState>,
+    Authed(key): Authed,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<BucketList>> {
+    key.require(Scope::Read)?;
+    let paging = state.paging(format!("{}/buckets", key.tenant_id)).await?;
+    let page = paging.request(query)?;
+    let found = state.store.list_buckets(&key.tenant_id, page).await?;
+    Ok(Json(BucketList {
+        buckets: found
+            .items
+            .into_iter()
+            .map(|b| BucketView {
+                name: b.name,
+                created_at: b.created_at.to_string(),
+            })
+            .collect(),
+        next_cursor: paging.next(found.next_cursor),
+    }))
+}
+
 /// One notification rule (SPEC §6).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RuleView {

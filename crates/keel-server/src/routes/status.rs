@@ -98,11 +98,64 @@ fn shade(uptime: Option<f64>) -> &'static str {
     }
 }
 
-fn uptime_text(uptime: Option<f64>) -> String {
+pub(crate) fn uptime_text(uptime: Option<f64>) -> String {
     uptime.map_or("no data".into(), |u| {
         format!("{:.2}%", (u * 100.0).floor() / 100.0)
     })
 }
+
+/// A monitor's last 90 days as SVG bars (one `<rect>` per day, coloured by its
+/// uptime, titled with the date and figure) and the 90 days' total: the public
+/// status page and the console draw the same bars.
+pub(crate) async fn ninety_day_bars(
+    state: &AppState,
+    tenant: &TenantId,
+    monitor_id: &str,
+    now: Timestamp,
+) -> StoreResult<(String, Tally)> {
+    let today = Grain::Day.bucket(now.as_microsecond());
+    let first_day = today - (BAR_DAYS - 1) * Grain::Day.micros();
+    let days = state
+        .store
+        .monitor_tallies(
+            tenant,
+            monitor_id,
+            Grain::Day,
+            first_day,
+            today + Grain::Day.micros(),
+        )
+        .await?;
+    let mut total = Tally::default();
+    let mut bars = String::new();
+    for n in 0..BAR_DAYS {
+        let day = first_day + n * Grain::Day.micros();
+        let tally = days.iter().find(|(at, _)| *at == day).map(|(_, t)| t);
+        if let Some(t) = tally {
+            total.merge(t);
+        }
+        let uptime = tally.and_then(Tally::uptime_percent);
+        let date = Timestamp::from_microsecond(day)
+            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let maintenance = tally.map_or(0, |t| t.maintenance);
+        let note = if maintenance > 0 {
+            format!(", {maintenance} checks in maintenance")
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            bars,
+            "<rect x=\"{}\" width=\"6\" height=\"28\" rx=\"1\" fill=\"{}\"><title>{date}: {}{note}</title></rect>",
+            n * 8,
+            shade(uptime),
+            uptime_text(uptime)
+        );
+    }
+    Ok((bars, total))
+}
+
+/// The width of [`ninety_day_bars`]' drawing.
+pub(crate) const BARS_WIDTH: i64 = BAR_DAYS * 8 - 2;
 
 /// A public status page: current state and 90-day uptime bars.
 #[utoipa::path(get, path = "/status/{tenant}", tag = "uptime",
@@ -116,47 +169,10 @@ pub async fn status_page(
     let tenant = find_tenant(&state, &wanted).await?.ok_or_else(not_found)?;
     let monitors = public_monitors(&state, &tenant.id).await?;
     let now = state.clock.now();
-    let today = Grain::Day.bucket(now.as_microsecond());
-    let first_day = today - (BAR_DAYS - 1) * Grain::Day.micros();
     let mut rows = String::new();
     let mut all_up = true;
     for m in &monitors {
-        let days = state
-            .store
-            .monitor_tallies(
-                &tenant.id,
-                &m.id,
-                Grain::Day,
-                first_day,
-                today + Grain::Day.micros(),
-            )
-            .await?;
-        let mut total = Tally::default();
-        let mut bars = String::new();
-        for n in 0..BAR_DAYS {
-            let day = first_day + n * Grain::Day.micros();
-            let tally = days.iter().find(|(at, _)| *at == day).map(|(_, t)| t);
-            if let Some(t) = tally {
-                total.merge(t);
-            }
-            let uptime = tally.and_then(Tally::uptime_percent);
-            let date = Timestamp::from_microsecond(day)
-                .map(|t| t.strftime("%Y-%m-%d").to_string())
-                .unwrap_or_default();
-            let maintenance = tally.map_or(0, |t| t.maintenance);
-            let note = if maintenance > 0 {
-                format!(", {maintenance} checks in maintenance")
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                bars,
-                "<rect x=\"{}\" width=\"6\" height=\"28\" rx=\"1\" fill=\"{}\"><title>{date}: {}{note}</title></rect>",
-                n * 8,
-                shade(uptime),
-                uptime_text(uptime)
-            );
-        }
+        let (bars, total) = ninety_day_bars(&state, &tenant.id, &m.id, now).await?;
         let status = m.state.status.as_str();
         all_up &= status != "down";
         let _ = write!(
@@ -168,7 +184,7 @@ pub async fn status_page(
              <p class=\"axis\"><span>90 days ago</span><span>today</span></p></section>",
             name = escape(&m.spec.name),
             uptime = uptime_text(total.uptime_percent()),
-            width = BAR_DAYS * 8 - 2,
+            width = BARS_WIDTH,
         );
     }
     let windows = state.store.list_windows(&tenant.id).await?;

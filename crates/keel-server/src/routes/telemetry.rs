@@ -306,6 +306,8 @@ fn otlp_error(error: ApiError, encoding: Encoding) -> Response {
         HeaderValue::from_static(encoding.content_type()),
     );
     response.headers_mut().remove(header::CONTENT_LENGTH);
-    response.extensions_mut().insert(crate::edge::OwnErrorBody);
+    response
+        .extensions_mut()
+        .insert(crate::problem::OwnErrorBody);
     response
 }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use jiff::tz::TimeZone;
 use keel_core::{clock::Clock, slo::budget::Severity};
-use keel_store::{bus::Bus, slos::StoredSlo, Store, StoreResult};
+use keel_store::{slos::StoredSlo, Store, StoreResult};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -18,7 +18,9 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
 
 use super::report::SloFigures;
-use crate::notices::{self, Notice};
+use keel_store::notice_outbox::NoticeEvent;
+
+use crate::notices::Notices;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SloLabels {
@@ -130,7 +132,8 @@ impl SloMetrics {
 #[derive(Clone)]
 pub struct EvaluatorContext {
     pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn Bus>,
+    /// Told when an alert opens or resolves (the store has queued its notice).
+    pub notices: Arc<Notices>,
     pub clock: Arc<dyn Clock>,
     pub time_zone: TimeZone,
     pub metrics: Arc<SloMetrics>,
@@ -189,11 +192,14 @@ async fn evaluate(context: &EvaluatorContext, slo: &StoredSlo) -> StoreResult<()
             _ => None,
         };
         if let Some(alert) = changed {
-            let notice = Notice::slo_alert(&alert, &slo.spec.name, &slo.spec.channels);
-            context.metrics.count(severity, notice.event);
+            let event = match alert.resolved_at {
+                None => NoticeEvent::Opened,
+                Some(_) => NoticeEvent::Resolved,
+            };
+            context.metrics.count(severity, event.as_str());
             tracing::info!(slo = %slo.spec.name, severity = severity.as_str(),
-                event = notice.event, windows = %alert.windows, "SLO alert");
-            notices::publish(&*context.bus, &slo.tenant, &notice).await;
+                event = event.as_str(), windows = %alert.windows, "SLO alert");
+            context.notices.wake();
         }
     }
     Ok(())

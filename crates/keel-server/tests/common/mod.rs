@@ -10,6 +10,9 @@
 //! the whole HTTP suite runs on both deployments.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod console;
+pub mod telemetry;
+
 use std::sync::Arc;
 
 use keel_core::clock::ManualClock;

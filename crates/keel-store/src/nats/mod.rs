@@ -440,6 +440,19 @@ impl Bus for NatsBus {
         Ok(found)
     }
 
+    async fn list_subscriptions(&self, tenant: &TenantId) -> StoreResult<Vec<Subscription>> {
+        let mut found: Vec<Subscription> = self
+            .registry
+            .read_fresh(tenant)
+            .await?
+            .subscriptions()
+            .collect();
+        found.sort_by(|a, b| {
+            (a.topic.as_str(), a.name.as_str()).cmp(&(b.topic.as_str(), b.name.as_str()))
+        });
+        Ok(found)
+    }
+
     async fn receive(
         &self,
         tenant: &TenantId,

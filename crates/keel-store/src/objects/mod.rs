@@ -123,6 +123,9 @@ pub trait ObjectIndex: Send + Sync {
     /// Creates the bucket; `true` when it is new, `false` when it existed.
     async fn create_bucket(&self, tenant: &TenantId, bucket: &str) -> StoreResult<(Bucket, bool)>;
     async fn bucket(&self, tenant: &TenantId, bucket: &str) -> StoreResult<Option<Bucket>>;
+    /// The tenant's buckets by name; the cursor is the last name.
+    async fn list_buckets(&self, tenant: &TenantId, page: PageRequest)
+        -> StoreResult<Page<Bucket>>;
     /// Replaces the bucket's rules; `false` when there is no such bucket.
     async fn set_notification_rules(
         &self,

@@ -9,11 +9,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::{
-    bus_support::{
-        ensure_topic_row, stats_from, subscription_from, STATS_COLUMNS, SUBSCRIPTION_COLUMNS,
-    },
+    bus_support::{ensure_topic_row, subscription_from, SUBSCRIPTION_COLUMNS},
     errors::map,
-    PgStore, Rows, ARRIVALS_CHANNEL,
+    queue_counts, PgStore, Rows, ARRIVALS_CHANNEL,
 };
 use crate::{
     bus::{
@@ -193,6 +191,8 @@ impl Bus for PgStore {
         if now % 64 == 0 {
             // Now and then, forget expired publish ids (any replica may).
             let _ = self.sweep_dedup(now).await;
+        } else if now % 64 == 1 {
+            let _ = self.fold_queue_counts().await;
         }
         Ok(ids)
     }
@@ -292,6 +292,26 @@ impl Bus for PgStore {
         row.map(|r| subscription_from(topic, &r)).transpose()
     }
 
+    async fn list_subscriptions(&self, tenant: &TenantId) -> StoreResult<Vec<Subscription>> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS}, topic FROM subscriptions WHERE tenant_id = $1 ORDER BY topic, name"
+        );
+        let rows = self
+            .fetch_all_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(&sql).bind(tenant.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let topic: String = r.get(8);
+                let topic = BusName::parse(&topic, "/topic")
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                subscription_from(&topic, r)
+            })
+            .collect()
+    }
+
     async fn receive(
         &self,
         tenant: &TenantId,
@@ -365,6 +385,10 @@ impl Bus for PgStore {
                 .map_err(map)?;
         }
         tx.commit().await.map_err(map)?;
+        if !doomed.is_empty() && doomed[0] % 64 == 0 {
+            // A queue being drained folds its own deltas now and then too.
+            let _ = self.fold_queue_counts().await;
+        }
         let acked: std::collections::HashSet<String> = acked
             .into_iter()
             .map(|(seq, nonce)| format!("{seq}-{nonce}"))
@@ -419,19 +443,11 @@ impl Bus for PgStore {
     ) -> StoreResult<QueueStats> {
         let now = self.now_micros();
         let mut tx = self.tenant_tx(tenant.as_str()).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {STATS_COLUMNS} FROM deliveries
-             WHERE tenant_id = $2 AND topic = $3 AND subscription = $4"
-        ))
-        .bind(now)
-        .bind(tenant.as_str())
-        .bind(topic.as_str())
-        .bind(name.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map)?;
+        let stats =
+            queue_counts::of_queue(&mut tx, now, tenant.as_str(), topic.as_str(), name.as_str())
+                .await?;
         tx.commit().await.map_err(map)?;
-        Ok(stats_from(&row, now, 0))
+        Ok(stats)
     }
 
     async fn dead_letters(
@@ -523,28 +539,15 @@ impl Bus for PgStore {
 
     async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>> {
         let now = self.now_micros();
+        self.fold_queue_counts().await?;
         let mut tx = self
             .all_tenants("metrics: every queue's statistics")
             .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT tenant_id, topic, subscription, {STATS_COLUMNS}
-             FROM deliveries GROUP BY tenant_id, topic, subscription"
-        ))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
+        let queues = queue_counts::of_every_queue(&mut tx, now).await?;
         tx.commit().await.map_err(map)?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    TenantId(r.get(0)),
-                    r.get(1),
-                    r.get(2),
-                    stats_from(r, now, 3),
-                )
-            })
+        Ok(queues
+            .into_iter()
+            .map(|(tenant, topic, name, stats)| (TenantId(tenant), topic, name, stats))
             .collect())
     }
 
@@ -558,6 +561,15 @@ impl Bus for PgStore {
 }
 
 impl PgStore {
+    /// Folds the queue count deltas the delivery triggers appended (see
+    /// [`queue_counts`]); publishes and acks call it now and then, so the deltas
+    /// a statistics read sums stay few.
+    async fn fold_queue_counts(&self) -> StoreResult<()> {
+        let mut tx = self.all_tenants("fold queue counts").await?;
+        queue_counts::fold(&mut tx).await?;
+        tx.commit().await.map_err(map)
+    }
+
     async fn sweep_dedup(&self, now: i64) -> StoreResult<()> {
         self.execute_alone(
             Rows::OfAllTenants("forget expired publish ids"),

@@ -9,7 +9,7 @@ use sqlx::{postgres::PgRow, PgConnection, Row};
 
 use super::errors::map;
 use crate::{
-    bus::{QueueStats, Subscription},
+    bus::Subscription,
     from_micros,
     routing::{json_value, parse_scope},
     StoreError, StoreResult,
@@ -65,21 +65,6 @@ pub(super) fn subscription_from(topic: &BusName, r: &PgRow) -> StoreResult<Subsc
         created_at: from_micros(r.get(7))?,
     })
 }
-
-pub(super) fn stats_from(r: &PgRow, now: i64, offset: usize) -> QueueStats {
-    let oldest: Option<i64> = r.get(offset + 2);
-    QueueStats {
-        depth: r.get::<i64, _>(offset) as u64,
-        in_flight: r.get::<i64, _>(offset + 1) as u64,
-        oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
-        dlq_depth: r.get::<i64, _>(offset + 3) as u64,
-    }
-}
-
-pub(super) const STATS_COLUMNS: &str = "count(*) FILTER (WHERE state = 0 AND visible_at <= $1),
-     count(*) FILTER (WHERE state = 0 AND visible_at > $1),
-     min(published_at) FILTER (WHERE state = 0),
-     count(*) FILTER (WHERE state = 1)";
 
 /// Creates the topic row if it is new, refusing one past the tenant's quota.
 pub(super) async fn ensure_topic_row(

@@ -3,19 +3,13 @@
 
 use async_trait::async_trait;
 use keel_core::channel::ChannelSpec;
-use sqlx::{postgres::PgRow, Row};
 
-use super::{PgStore, Rows};
+use super::{spec_record_from, PgStore, Rows};
 use crate::{
-    channels::{decode_channel, spec_text, ChannelStore, StoredChannel},
+    channels::{ChannelStore, StoredChannel},
+    spec_record::{spec_json, RECORD_COLUMNS as COLUMNS},
     StoreResult, TenantId,
 };
-
-const COLUMNS: &str = "id, tenant_id, spec, created_at";
-
-fn channel_from(r: &PgRow) -> StoreResult<StoredChannel> {
-    decode_channel(r.get(0), r.get(1), r.get::<&str, _>(2), r.get(3))
-}
 
 #[async_trait]
 impl ChannelStore for PgStore {
@@ -34,12 +28,12 @@ impl ChannelStore for PgStore {
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(tenant.as_str())
                 .bind(&spec.name)
-                .bind(spec_text(&spec)?)
+                .bind(spec_json(&spec)?)
                 .bind(self.now_micros()),
             )
             .await?
             .ok_or_else(|| crate::StoreError::Internal("insert returned nothing".into()))?;
-        channel_from(&row)
+        spec_record_from(&row)
     }
 
     async fn channel(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredChannel>> {
@@ -53,7 +47,7 @@ impl ChannelStore for PgStore {
         )
         .await?
         .as_ref()
-        .map(channel_from)
+        .map(spec_record_from)
         .transpose()
     }
 
@@ -67,7 +61,7 @@ impl ChannelStore for PgStore {
         )
         .await?
         .iter()
-        .map(channel_from)
+        .map(spec_record_from)
         .collect()
     }
 

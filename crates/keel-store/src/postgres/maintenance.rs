@@ -3,19 +3,13 @@
 
 use async_trait::async_trait;
 use keel_core::uptime::maintenance::MaintenanceSpec;
-use sqlx::{postgres::PgRow, Row};
 
-use super::{PgStore, Rows};
+use super::{spec_record_from, PgStore, Rows};
 use crate::{
-    maintenance::{decode_window, spec_text, MaintenanceStore, StoredWindow},
+    maintenance::{MaintenanceStore, StoredWindow},
+    spec_record::{spec_json, RECORD_COLUMNS as COLUMNS},
     StoreResult, TenantId,
 };
-
-const COLUMNS: &str = "id, tenant_id, spec, created_at";
-
-fn window_from(r: &PgRow) -> StoreResult<StoredWindow> {
-    decode_window(r.get(0), r.get(1), r.get::<&str, _>(2), r.get(3))
-}
 
 #[async_trait]
 impl MaintenanceStore for PgStore {
@@ -33,12 +27,12 @@ impl MaintenanceStore for PgStore {
                 ))
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(tenant.as_str())
-                .bind(spec_text(&spec)?)
+                .bind(spec_json(&spec)?)
                 .bind(self.now_micros()),
             )
             .await?
             .ok_or_else(|| crate::StoreError::Internal("insert returned nothing".into()))?;
-        window_from(&row)
+        spec_record_from(&row)
     }
 
     async fn list_windows(&self, tenant: &TenantId) -> StoreResult<Vec<StoredWindow>> {
@@ -51,7 +45,7 @@ impl MaintenanceStore for PgStore {
         )
         .await?
         .iter()
-        .map(window_from)
+        .map(spec_record_from)
         .collect()
     }
 
@@ -64,7 +58,7 @@ impl MaintenanceStore for PgStore {
         )
         .await?
         .iter()
-        .map(window_from)
+        .map(spec_record_from)
         .collect()
     }
 

@@ -36,6 +36,26 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "slos",
         include_str!("../../migrations/postgres/0005_slos.sql"),
     ),
+    (
+        6,
+        "notice_outbox",
+        include_str!("../../migrations/postgres/0006_notice_outbox.sql"),
+    ),
+    (
+        7,
+        "console_sessions",
+        include_str!("../../migrations/postgres/0007_console_sessions.sql"),
+    ),
+    (
+        8,
+        "queue_counts",
+        include_str!("../../migrations/postgres/0008_queue_counts.sql"),
+    ),
+    (
+        9,
+        "session_keys",
+        include_str!("../../migrations/postgres/0009_session_keys.sql"),
+    ),
 ];
 
 /// Any constant both replicas agree on: the key of the migration lock.

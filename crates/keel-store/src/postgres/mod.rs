@@ -24,9 +24,13 @@ mod errors;
 mod foundation;
 mod maintenance;
 mod migrations;
+mod monitor_checks;
 mod monitors;
+mod notice_outbox;
 mod objects;
+mod queue_counts;
 mod receive;
+mod sessions;
 mod slos;
 mod telemetry;
 
@@ -282,4 +286,13 @@ async fn refuse_privileged_login(pool: &PgPool) -> StoreResult<()> {
         });
     }
     Ok(())
+}
+
+/// A spec record (SLO, channel, maintenance window) from a row that starts with
+/// its [`RECORD_COLUMNS`](crate::spec_record::RECORD_COLUMNS).
+fn spec_record_from<S: crate::spec_record::StoredSpec>(
+    r: &PgRow,
+) -> StoreResult<crate::SpecRecord<S>> {
+    use sqlx::Row;
+    crate::spec_record::decode_record(r.get(0), r.get(1), r.get::<&str, _>(2), r.get(3))
 }

@@ -130,6 +130,38 @@ impl ObjectIndex for PgStore {
         .transpose()
     }
 
+    async fn list_buckets(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Bucket>> {
+        let rows = self
+            .fetch_all_alone(
+                Rows::Of(tenant.as_str()),
+                sqlx::query(
+                    "SELECT name, created_at, rules FROM buckets
+                     WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+                )
+                .bind(tenant.as_str())
+                .bind(page.cursor.clone().unwrap_or_default())
+                .bind(i64::from(page.limit) + 1),
+            )
+            .await?;
+        let buckets = rows
+            .iter()
+            .map(|r| {
+                Ok(Bucket {
+                    name: r.get(0),
+                    created_at: from_micros(r.get(1))?,
+                    rules: json_value(r.get(2))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(buckets, page.limit, |b| {
+            b.name.clone()
+        }))
+    }
+
     async fn set_notification_rules(
         &self,
         tenant: &TenantId,

@@ -12,20 +12,14 @@ use keel_core::slo::{
 };
 use sqlx::{postgres::PgRow, Postgres, Row, Transaction};
 
-use super::{errors::map, PgStore, Rows};
+use super::{errors::map, spec_record_from, PgStore, Rows};
 use crate::{
-    slos::{
-        decode_alert, decode_slo, spec_text, SloAlert, SloCount, SloStore, StoredSlo, MINUTE_US,
-    },
+    slos::{decode_alert, SloAlert, SloCount, SloStore, StoredSlo, MINUTE_US},
+    spec_record::{spec_json, RECORD_COLUMNS as SLO_COLUMNS},
     Page, PageRequest, StoreResult, TenantId,
 };
 
-const SLO_COLUMNS: &str = "id, tenant_id, spec, created_at";
 const ALERT_COLUMNS: &str = "id, slo_id, severity, windows, opened_at, resolved_at";
-
-fn slo_from(r: &PgRow) -> StoreResult<StoredSlo> {
-    decode_slo(r.get(0), r.get(1), r.get::<&str, _>(2), r.get(3))
-}
 
 fn alert_from(r: &PgRow) -> StoreResult<SloAlert> {
     decode_alert((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
@@ -70,13 +64,13 @@ impl SloStore for PgStore {
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(tenant.as_str())
                 .bind(&spec.name)
-                .bind(spec_text(&spec)?)
+                .bind(spec_json(&spec)?)
                 .bind(spec.monitor())
                 .bind(now),
             )
             .await?
             .ok_or_else(|| crate::StoreError::Internal("insert returned nothing".into()))?;
-        slo_from(&row)
+        spec_record_from(&row)
     }
 
     async fn slo(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredSlo>> {
@@ -90,7 +84,7 @@ impl SloStore for PgStore {
         )
         .await?
         .as_ref()
-        .map(slo_from)
+        .map(spec_record_from)
         .transpose()
     }
 
@@ -111,7 +105,10 @@ impl SloStore for PgStore {
                 .bind(i64::from(page.limit) + 1),
             )
             .await?;
-        let slos = rows.iter().map(slo_from).collect::<StoreResult<Vec<_>>>()?;
+        let slos = rows
+            .iter()
+            .map(spec_record_from)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(slos, page.limit, |s| s.id.clone()))
     }
 
@@ -122,7 +119,7 @@ impl SloStore for PgStore {
         )
         .await?
         .iter()
-        .map(slo_from)
+        .map(spec_record_from)
         .collect()
     }
 
@@ -215,9 +212,15 @@ impl SloStore for PgStore {
         self.fetch_optional_alone(
             Rows::Of(tenant.as_str()),
             sqlx::query(&format!(
-                "INSERT INTO slo_alerts (id, tenant_id, slo_id, severity, windows, opened_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT DO NOTHING RETURNING {ALERT_COLUMNS}"
+                // One statement, so the alert and its notice commit together.
+                "WITH alert AS (
+                     INSERT INTO slo_alerts (id, tenant_id, slo_id, severity, windows, opened_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT DO NOTHING RETURNING tenant_id, {ALERT_COLUMNS}),
+                 notice AS (
+                     INSERT INTO notice_outbox (tenant_id, kind, subject_id, event)
+                     SELECT tenant_id, 'slo_alert', id, 'opened' FROM alert)
+                 SELECT {ALERT_COLUMNS} FROM alert"
             ))
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(tenant.as_str())
@@ -242,14 +245,35 @@ impl SloStore for PgStore {
         self.fetch_optional_alone(
             Rows::Of(tenant.as_str()),
             sqlx::query(&format!(
-                "UPDATE slo_alerts SET resolved_at = $4
-                 WHERE tenant_id = $1 AND slo_id = $2 AND severity = $3 AND resolved_at IS NULL
-                 RETURNING {ALERT_COLUMNS}"
+                "WITH alert AS (
+                     UPDATE slo_alerts SET resolved_at = $4
+                     WHERE tenant_id = $1 AND slo_id = $2 AND severity = $3
+                       AND resolved_at IS NULL
+                     RETURNING tenant_id, {ALERT_COLUMNS}),
+                 notice AS (
+                     INSERT INTO notice_outbox (tenant_id, kind, subject_id, event)
+                     SELECT tenant_id, 'slo_alert', id, 'resolved' FROM alert)
+                 SELECT {ALERT_COLUMNS} FROM alert"
             ))
             .bind(tenant.as_str())
             .bind(slo_id)
             .bind(severity.as_str())
             .bind(at.as_microsecond()),
+        )
+        .await?
+        .as_ref()
+        .map(alert_from)
+        .transpose()
+    }
+
+    async fn slo_alert(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SloAlert>> {
+        self.fetch_optional_alone(
+            Rows::Of(tenant.as_str()),
+            sqlx::query(&format!(
+                "SELECT {ALERT_COLUMNS} FROM slo_alerts WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(id),
         )
         .await?
         .as_ref()

@@ -12,6 +12,7 @@ use super::{
     bus_support::{ensure_topic_row, subscription_from_row, TopicRoutes},
     from_micros,
     leases::QueueKey,
+    queue_counts::{self, Moved},
     to_micros, SqliteStore,
 };
 use crate::{
@@ -24,33 +25,19 @@ use crate::{
 impl Bus for SqliteStore {
     async fn all_queue_stats(&self) -> StoreResult<Vec<(TenantId, String, String, QueueStats)>> {
         let now = to_micros(self.clock.now());
-        type Row = (String, String, String, i64, i64, Option<i64>, i64);
-        let rows: Vec<Row> = self.readers.read(|conn| {
+        let rows: Vec<(String, String, String, CountedQueue)> = self.readers.read(|conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT q.tenant_id, q.topic, q.subscription,
-                        coalesce(e.ready, 0) + coalesce(w.due, 0), coalesce(w.waiting, 0),
-                        min(coalesce(e.oldest, w.oldest), coalesce(w.oldest, e.oldest)),
-                        coalesce(d.dead, 0)
+                .prepare_cached(&format!(
+                    "SELECT q.tenant_id, q.topic, q.subscription, {QUEUE_COUNTS}
                      FROM queues q
-                     LEFT JOIN (SELECT queue, count(*) AS ready, min(published_at) AS oldest
-                                FROM queue_entries GROUP BY queue) e ON e.queue = q.id
-                     LEFT JOIN (SELECT queue, sum(visible_at <= ?1) AS due,
-                                    sum(visible_at > ?1) AS waiting, min(published_at) AS oldest
-                                FROM delayed_entries GROUP BY queue) w ON w.queue = q.id
-                     LEFT JOIN (SELECT queue, count(*) AS dead FROM dead_letters GROUP BY queue) d
-                        ON d.queue = q.id
-                     WHERE e.queue IS NOT NULL OR w.queue IS NOT NULL OR d.queue IS NOT NULL",
-                )?
+                     WHERE q.ready_count > 0 OR q.delayed_count > 0 OR q.dead_count > 0"
+                ))?
                 .query_map([now], |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
                         r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
+                        CountedQueue::from_row(r, 3)?,
                     ))
                 })?
                 .collect::<Result<_, _>>()?)
@@ -58,17 +45,11 @@ impl Bus for SqliteStore {
         let mut leased = self.leases.in_flight_by_queue(now);
         Ok(rows
             .into_iter()
-            .map(|(tenant, topic, name, depth, delayed, oldest, dead)| {
+            .map(|(tenant, topic, name, counted)| {
                 let held = leased
                     .remove(&(tenant.clone(), topic.clone(), name.clone()))
                     .unwrap_or(0);
-                let stats = QueueStats {
-                    depth: (depth as u64).saturating_sub(held),
-                    in_flight: delayed as u64 + held,
-                    oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
-                    dlq_depth: dead as u64,
-                };
-                (TenantId(tenant), topic, name, stats)
+                (TenantId(tenant), topic, name, counted.stats(held, now))
             })
             .collect())
     }
@@ -152,6 +133,7 @@ impl Bus for SqliteStore {
                 ensure_topic_row(conn, &tenant, &topic, now, quotas.topics_per_tenant)?;
                 cache.sweep_dedup(conn, now)?;
                 let mut ids = Vec::with_capacity(routed.len());
+                let mut arrived = vec![0i64; queues.len()];
                 for message in routed {
                     if let Some(dedup) = &message.dedup_id {
                         let seen: Option<String> = conn
@@ -184,11 +166,16 @@ impl Bus for SqliteStore {
                         for &route in &message.matched {
                             let seq = next_seq.fetch_add(1, Ordering::Relaxed);
                             insert.execute(params![queues[route], seq, id, body, attrs, now])?;
+                            arrived[route] += 1;
                         }
                     }
                     // With no matching subscription the message is accepted and
                     // delivered to nobody, as SNS does.
                     ids.push(id);
+                }
+                for (route, &ready) in arrived.iter().enumerate() {
+                    let moved = Moved { ready, ..Moved::default() };
+                    queue_counts::record(conn, queues[route], moved)?;
                 }
                 Ok(ids)
             })
@@ -293,6 +280,24 @@ impl Bus for SqliteStore {
         found.transpose()
     }
 
+    async fn list_subscriptions(&self, tenant: &TenantId) -> StoreResult<Vec<Subscription>> {
+        let found = self.readers.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT name, filter, filter_scope, target, max_receives, visibility_timeout_s, retry_backoff_s, created_at, topic
+                 FROM subscriptions WHERE tenant_id = ?1 ORDER BY topic, name",
+            )?;
+            let rows = statement.query_map(params![tenant.as_str()], |r| {
+                let topic: String = r.get(8)?;
+                Ok(match BusName::parse(&topic, "/topic") {
+                    Ok(topic) => subscription_from_row(&topic, r)?,
+                    Err(e) => Err(StoreError::Internal(e.to_string())),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        found.into_iter().collect()
+    }
+
     async fn receive(
         &self,
         tenant: &TenantId,
@@ -347,41 +352,21 @@ impl Bus for SqliteStore {
         name: &BusName,
     ) -> StoreResult<QueueStats> {
         let now = to_micros(self.clock.now());
-        self.readers.read(|conn| {
-            let (depth, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
-                .prepare_cached(
-                    "SELECT
-                        (SELECT count(*) FROM queue_entries WHERE queue = q.id)
-                          + (SELECT count(*) FROM delayed_entries WHERE queue = q.id AND visible_at <= ?4),
-                        (SELECT count(*) FROM delayed_entries WHERE queue = q.id AND visible_at > ?4),
-                        (SELECT min(p) FROM (
-                            SELECT min(published_at) AS p FROM queue_entries WHERE queue = q.id
-                            UNION ALL
-                            SELECT min(published_at) FROM delayed_entries WHERE queue = q.id)),
-                        (SELECT count(*) FROM dead_letters WHERE queue = q.id)
-                     FROM queues q
-                     WHERE q.tenant_id = ?1 AND q.topic = ?2 AND q.subscription = ?3",
-                )?
+        let counted = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {QUEUE_COUNTS} FROM queues q
+                     WHERE q.tenant_id = ?2 AND q.topic = ?3 AND q.subscription = ?4"
+                ))?
                 .query_row(
-                    params![tenant.as_str(), topic.as_str(), name.as_str(), now],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                        ))
-                    },
-                )?;
-            // Leased entries look visible in the table; the leases say otherwise.
-            let held = self.leased(&queue_key(tenant, topic, name), now);
-            Ok(QueueStats {
-                depth: (depth as u64).saturating_sub(held),
-                in_flight: in_flight as u64 + held,
-                oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
-                dlq_depth: dead as u64,
-            })
-        })
+                    params![now, tenant.as_str(), topic.as_str(), name.as_str()],
+                    |r| CountedQueue::from_row(r, 0),
+                )
+                .optional()?)
+        })?;
+        // Leased entries look visible in the table; the leases say otherwise.
+        let held = self.leased(&queue_key(tenant, topic, name), now);
+        Ok(counted.unwrap_or_default().stats(held, now))
     }
 
     async fn dead_letters(
@@ -466,7 +451,16 @@ impl Bus for SqliteStore {
                         }
                         moved
                     }
-                };
+                } as i64;
+                queue_counts::record(
+                    conn,
+                    queue,
+                    Moved {
+                        ready: moved,
+                        delayed: 0,
+                        dead: -moved,
+                    },
+                )?;
                 Ok(moved as u64)
             })
             .await?;
@@ -484,4 +478,53 @@ fn queue_key(tenant: &TenantId, topic: &BusName, name: &BusName) -> QueueKey {
         topic.as_str().to_owned(),
         name.as_str().to_owned(),
     )
+}
+
+/// A queue's statistics from its counts (migration 13) and two seeks, with `now`
+/// as `?1`: the delayed entries are split into due and waiting by their
+/// (queue, visible_at) order, and the oldest ready entry is the first by seq
+/// (seqs are handed out in publish order). Only delayed entries — nacked ones,
+/// normally few — are scanned for their oldest.
+const QUEUE_COUNTS: &str = "q.ready_count, q.delayed_count, q.dead_count,
+    (SELECT count(*) FROM delayed_entries WHERE queue = q.id AND visible_at <= ?1),
+    (SELECT published_at FROM queue_entries WHERE queue = q.id ORDER BY seq LIMIT 1),
+    CASE WHEN q.delayed_count > 0
+        THEN (SELECT min(published_at) FROM delayed_entries WHERE queue = q.id) END";
+
+/// One row of [`QUEUE_COUNTS`].
+#[derive(Default)]
+struct CountedQueue {
+    ready: i64,
+    delayed: i64,
+    dead: i64,
+    due: i64,
+    oldest_ready: Option<i64>,
+    oldest_delayed: Option<i64>,
+}
+
+impl CountedQueue {
+    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            ready: r.get(at)?,
+            delayed: r.get(at + 1)?,
+            dead: r.get(at + 2)?,
+            due: r.get(at + 3)?,
+            oldest_ready: r.get(at + 4)?,
+            oldest_delayed: r.get(at + 5)?,
+        })
+    }
+
+    /// The statistics, with `held` of the ready entries leased to consumers.
+    fn stats(&self, held: u64, now: i64) -> QueueStats {
+        let oldest = match (self.oldest_ready, self.oldest_delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        QueueStats {
+            depth: ((self.ready + self.due).max(0) as u64).saturating_sub(held),
+            in_flight: (self.delayed - self.due).max(0) as u64 + held,
+            oldest_age_s: oldest.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
+            dlq_depth: self.dead.max(0) as u64,
+        }
+    }
 }

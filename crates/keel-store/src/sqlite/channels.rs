@@ -2,27 +2,14 @@
 
 use async_trait::async_trait;
 use keel_core::channel::ChannelSpec;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
-use super::SqliteStore;
+use super::{spec_records, SqliteStore};
 use crate::{
-    channels::{decode_channel, spec_text, ChannelStore, StoredChannel},
+    channels::{ChannelStore, StoredChannel},
+    spec_record::{decode_record, spec_json},
     StoreResult, TenantId,
 };
-
-fn channel_rows(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> StoreResult<Vec<StoredChannel>> {
-    let rows: Vec<(String, String, String, i64)> = conn
-        .prepare_cached(sql)?
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(id, tenant, spec, at)| decode_channel(id, tenant, &spec, at))
-        .collect()
-}
 
 #[async_trait]
 impl ChannelStore for SqliteStore {
@@ -34,7 +21,7 @@ impl ChannelStore for SqliteStore {
         let tenant = tenant.0.clone();
         let now = self.clock.now().as_microsecond();
         let id = uuid::Uuid::now_v7().to_string();
-        let text = spec_text(&spec)?;
+        let text = spec_json(&spec)?;
         self.writer
             .execute(move |conn| {
                 conn.prepare_cached(
@@ -42,14 +29,14 @@ impl ChannelStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![id, tenant, spec.name, text, now])?;
-                decode_channel(id, tenant, &text, now)
+                decode_record(id, tenant, &text, now)
             })
             .await
     }
 
     async fn channel(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredChannel>> {
         self.readers.read(|conn| {
-            Ok(channel_rows(
+            Ok(spec_records(
                 conn,
                 "SELECT id, tenant_id, spec, created_at FROM channels
                  WHERE tenant_id = ?1 AND id = ?2",
@@ -61,7 +48,7 @@ impl ChannelStore for SqliteStore {
 
     async fn list_channels(&self, tenant: &TenantId) -> StoreResult<Vec<StoredChannel>> {
         self.readers.read(|conn| {
-            channel_rows(
+            spec_records(
                 conn,
                 "SELECT id, tenant_id, spec, created_at FROM channels
                  WHERE tenant_id = ?1 ORDER BY id",

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{
     from_micros,
     leases::{Claim, QueueKey, QueueLeases},
+    queue_counts::{self, Moved},
     to_micros, SqliteStore,
 };
 use crate::{
@@ -293,16 +294,25 @@ fn delayed_due(conn: &Connection, queue: i64, now: i64) -> StoreResult<bool> {
 /// Moves the queue's due delayed entries back among the ready ones, in their old
 /// place (their seq).
 fn return_due_entries(conn: &Connection, queue: i64, now: i64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO queue_entries
+    let returned = conn
+        .prepare_cached(
+            "INSERT INTO queue_entries
             (queue, seq, message_id, body, attributes, published_at, receive_count, last_error)
          SELECT queue, seq, message_id, body, attributes, published_at, receive_count, last_error
          FROM delayed_entries WHERE queue = ?1 AND visible_at <= ?2",
-    )?
-    .execute(params![queue, now])?;
+        )?
+        .execute(params![queue, now])? as i64;
     conn.prepare_cached("DELETE FROM delayed_entries WHERE queue = ?1 AND visible_at <= ?2")?
         .execute(params![queue, now])?;
-    Ok(())
+    queue_counts::record(
+        conn,
+        queue,
+        Moved {
+            ready: returned,
+            delayed: -returned,
+            dead: 0,
+        },
+    )
 }
 
 /// A nack: stores the receive count and the error, and moves the entry out of the
@@ -331,6 +341,15 @@ fn delay_entry(
         .execute(params![queue, seq, visible_at])?;
         conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?
             .execute(params![queue, seq])?;
+        queue_counts::record(
+            conn,
+            queue,
+            Moved {
+                ready: -1,
+                delayed: 1,
+                dead: 0,
+            },
+        )?;
     }
     Ok(changed == 1)
 }
@@ -356,18 +375,40 @@ fn store_receive_counts(
     )?;
     let mut remove =
         conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?;
+    let mut buried = 0;
     for (seq, count) in dead {
-        bury.execute(params![queue, seq, count])?;
-        remove.execute(params![queue, seq])?;
+        if bury.execute(params![queue, seq, count])? == 1 {
+            remove.execute(params![queue, seq])?;
+            buried += 1;
+        }
     }
-    Ok(())
+    queue_counts::record(
+        conn,
+        queue,
+        Moved {
+            ready: -buried,
+            delayed: 0,
+            dead: buried,
+        },
+    )
 }
 
 /// Deletes the queue's entries `seqs`; for each, whether it was still there.
 fn delete_entries(conn: &Connection, queue: i64, seqs: &[i64]) -> StoreResult<Vec<bool>> {
     let mut stmt =
         conn.prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 AND seq = ?2")?;
-    seqs.iter()
+    let deleted: Vec<bool> = seqs
+        .iter()
         .map(|seq| Ok(stmt.execute(params![queue, seq])? == 1))
-        .collect()
+        .collect::<StoreResult<_>>()?;
+    let gone = deleted.iter().filter(|d| **d).count() as i64;
+    queue_counts::record(
+        conn,
+        queue,
+        Moved {
+            ready: -gone,
+            ..Moved::default()
+        },
+    )?;
+    Ok(deleted)
 }

@@ -2,27 +2,14 @@
 
 use async_trait::async_trait;
 use keel_core::uptime::maintenance::MaintenanceSpec;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
-use super::SqliteStore;
+use super::{spec_records, SqliteStore};
 use crate::{
-    maintenance::{decode_window, spec_text, MaintenanceStore, StoredWindow},
+    maintenance::{MaintenanceStore, StoredWindow},
+    spec_record::{decode_record, spec_json},
     StoreResult, TenantId,
 };
-
-fn window_rows(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> StoreResult<Vec<StoredWindow>> {
-    let rows: Vec<(String, String, String, i64)> = conn
-        .prepare_cached(sql)?
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(id, tenant, spec, at)| decode_window(id, tenant, &spec, at))
-        .collect()
-}
 
 #[async_trait]
 impl MaintenanceStore for SqliteStore {
@@ -34,7 +21,7 @@ impl MaintenanceStore for SqliteStore {
         let tenant = tenant.0.clone();
         let now = self.clock.now().as_microsecond();
         let id = uuid::Uuid::now_v7().to_string();
-        let text = spec_text(&spec)?;
+        let text = spec_json(&spec)?;
         self.writer
             .execute(move |conn| {
                 conn.prepare_cached(
@@ -42,14 +29,14 @@ impl MaintenanceStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![id, tenant, text, now])?;
-                decode_window(id, tenant, &text, now)
+                decode_record(id, tenant, &text, now)
             })
             .await
     }
 
     async fn list_windows(&self, tenant: &TenantId) -> StoreResult<Vec<StoredWindow>> {
         self.readers.read(|conn| {
-            window_rows(
+            spec_records(
                 conn,
                 "SELECT id, tenant_id, spec, created_at FROM maintenance_windows
                  WHERE tenant_id = ?1 ORDER BY id",
@@ -60,7 +47,7 @@ impl MaintenanceStore for SqliteStore {
 
     async fn all_windows(&self) -> StoreResult<Vec<StoredWindow>> {
         self.readers.read(|conn| {
-            window_rows(
+            spec_records(
                 conn,
                 "SELECT id, tenant_id, spec, created_at FROM maintenance_windows ORDER BY id",
                 [],

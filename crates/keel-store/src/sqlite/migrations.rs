@@ -54,6 +54,31 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "slos",
         include_str!("../../migrations/sqlite/0009_slos.sql"),
     ),
+    (
+        10,
+        "notice_outbox",
+        include_str!("../../migrations/sqlite/0010_notice_outbox.sql"),
+    ),
+    (
+        11,
+        "telemetry_bulk_index",
+        include_str!("../../migrations/sqlite/0011_telemetry_bulk_index.sql"),
+    ),
+    (
+        12,
+        "console_sessions",
+        include_str!("../../migrations/sqlite/0012_console_sessions.sql"),
+    ),
+    (
+        13,
+        "queue_counts",
+        include_str!("../../migrations/sqlite/0013_queue_counts.sql"),
+    ),
+    (
+        14,
+        "session_keys",
+        include_str!("../../migrations/sqlite/0014_session_keys.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.

@@ -14,10 +14,14 @@ mod errors;
 mod leases;
 mod maintenance;
 mod migrations;
+mod monitor_checks;
 mod monitors;
+mod notice_outbox;
 mod objects;
 mod queries;
+mod queue_counts;
 mod readers;
+mod sessions;
 mod slos;
 mod telemetry;
 pub mod writer;
@@ -67,7 +71,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let next_seq = last_queue_seq(&conn)? + 1;
         Ok(Self {
-            writer: writer::Writer::start(conn),
+            writer: writer::Writer::start(conn)?,
             readers: Arc::new(readers::Readers::new(path.to_owned())),
             clock,
             published: Arc::new(tokio::sync::Notify::new()),
@@ -170,3 +174,48 @@ pub(crate) fn to_micros(t: Timestamp) -> i64 {
 }
 
 pub(crate) use crate::from_micros;
+
+/// Spec records (SLOs, channels, maintenance windows) from a query that selects
+/// their [`RECORD_COLUMNS`](crate::spec_record::RECORD_COLUMNS).
+fn spec_records<S: crate::spec_record::StoredSpec>(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> StoreResult<Vec<crate::SpecRecord<S>>> {
+    let rows: Vec<(String, String, String, i64)> = conn
+        .prepare_cached(sql)?
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, tenant, spec, at)| crate::spec_record::decode_record(id, tenant, &spec, at))
+        .collect()
+}
+
+/// Leases up to `limit` rows of an outbox `table` whose lease ran out by `now`,
+/// oldest id first, until `until`, and returns their `columns` read by `row`.
+/// The object outbox and the notice outbox share it.
+fn lease_outbox_rows<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    (now, until, limit): (i64, i64, u32),
+    row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "UPDATE {table} SET leased_until = ?2
+             WHERE id IN (SELECT id FROM {table} WHERE leased_until <= ?1 ORDER BY id LIMIT ?3)
+             RETURNING {columns}"
+        ))?
+        .query_map(rusqlite::params![now, until, limit], row)?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Removes the outbox rows `ids` of `table` (published).
+fn delete_outbox_rows(conn: &Connection, table: &str, ids: &[i64]) -> StoreResult<()> {
+    let mut delete = conn.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?;
+    for id in ids {
+        delete.execute([id])?;
+    }
+    Ok(())
+}

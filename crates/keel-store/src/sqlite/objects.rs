@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::{from_micros, SqliteStore};
+use super::{delete_outbox_rows, from_micros, lease_outbox_rows, SqliteStore};
 use crate::{
     objects::{prefix_end, Bucket, ObjectIndex, ObjectMeta, OutboxEntry, OutboxMessage},
     routing::{json_text, json_value},
@@ -108,6 +108,38 @@ impl ObjectIndex for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn list_buckets(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Bucket>> {
+        let after = page.cursor.clone().unwrap_or_default();
+        let rows: Vec<(String, i64, String)> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name, created_at, rules FROM buckets
+                     WHERE tenant_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                )?
+                .query_map(params![tenant.as_str(), after, page.limit + 1], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?)
+        })?;
+        let buckets = rows
+            .into_iter()
+            .map(|(name, at, rules)| {
+                Ok(Bucket {
+                    name,
+                    created_at: from_micros(at)?,
+                    rules: json_value(&rules)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(buckets, page.limit, |b| {
+            b.name.clone()
+        }))
     }
 
     async fn set_notification_rules(
@@ -300,17 +332,13 @@ impl ObjectIndex for SqliteStore {
         let rows: Vec<(i64, String, String, String, String)> = self
             .writer
             .execute(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "UPDATE object_outbox SET leased_until = ?2
-                         WHERE id IN (SELECT id FROM object_outbox WHERE leased_until <= ?1
-                                      ORDER BY id LIMIT ?3)
-                         RETURNING id, tenant_id, topic, body, dedup_id",
-                    )?
-                    .query_map(params![now, until, limit], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?
-                    .collect::<Result<_, _>>()?)
+                lease_outbox_rows(
+                    conn,
+                    "object_outbox",
+                    "id, tenant_id, topic, body, dedup_id",
+                    (now, until, limit),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
             })
             .await?;
         let mut entries = rows
@@ -336,13 +364,7 @@ impl ObjectIndex for SqliteStore {
             return Ok(());
         }
         self.writer
-            .execute(move |conn| {
-                let mut delete = conn.prepare_cached("DELETE FROM object_outbox WHERE id = ?1")?;
-                for id in &ids {
-                    delete.execute(params![id])?;
-                }
-                Ok(())
-            })
+            .execute(move |conn| delete_outbox_rows(conn, "object_outbox", &ids))
             .await
     }
 

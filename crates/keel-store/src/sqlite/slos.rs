@@ -10,30 +10,15 @@ use keel_core::slo::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::SqliteStore;
+use super::{notice_outbox::queue_notice, spec_records, SqliteStore};
 use crate::{
-    slos::{
-        decode_alert, decode_slo, spec_text, AlertRow, SloAlert, SloCount, SloStore, StoredSlo,
-    },
+    notice_outbox::{NoticeEvent, NoticeSubject},
+    slos::{decode_alert, AlertRow, SloAlert, SloCount, SloStore, StoredSlo},
+    spec_record::{spec_json, RECORD_COLUMNS as SLO_COLUMNS},
     Page, PageRequest, StoreResult, TenantId,
 };
 
-const SLO_COLUMNS: &str = "id, tenant_id, spec, created_at";
 const ALERT_COLUMNS: &str = "id, slo_id, severity, windows, opened_at, resolved_at";
-
-fn slo_rows(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> StoreResult<Vec<StoredSlo>> {
-    let rows: Vec<(String, String, String, i64)> = conn
-        .prepare_cached(sql)?
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(id, tenant, spec, at)| decode_slo(id, tenant, &spec, at))
-        .collect()
-}
 
 fn alert_row(r: &rusqlite::Row) -> rusqlite::Result<AlertRow> {
     Ok((
@@ -86,7 +71,7 @@ impl SloStore for SqliteStore {
         let tenant = tenant.0.clone();
         let now = self.clock.now().as_microsecond();
         let id = uuid::Uuid::now_v7().to_string();
-        let text = spec_text(&spec)?;
+        let text = spec_json(&spec)?;
         let monitor = spec.monitor().map(str::to_owned);
         self.writer
             .execute(move |conn| {
@@ -107,7 +92,7 @@ impl SloStore for SqliteStore {
 
     async fn slo(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredSlo>> {
         self.readers.read(|conn| {
-            Ok(slo_rows(
+            Ok(spec_records(
                 conn,
                 &format!("SELECT {SLO_COLUMNS} FROM slos WHERE tenant_id = ?1 AND id = ?2"),
                 [tenant.as_str(), id],
@@ -124,7 +109,7 @@ impl SloStore for SqliteStore {
         // Ids are UUIDv7: ordered by creation.
         let after = page.cursor.clone().unwrap_or_default();
         let rows = self.readers.read(|conn| {
-            slo_rows(
+            spec_records(
                 conn,
                 &format!(
                     "SELECT {SLO_COLUMNS} FROM slos WHERE tenant_id = ?1 AND id > ?2
@@ -138,7 +123,7 @@ impl SloStore for SqliteStore {
 
     async fn all_slos(&self) -> StoreResult<Vec<StoredSlo>> {
         self.readers.read(|conn| {
-            slo_rows(
+            spec_records(
                 conn,
                 &format!("SELECT {SLO_COLUMNS} FROM slos ORDER BY id"),
                 [],
@@ -246,6 +231,7 @@ impl SloStore for SqliteStore {
                 if opened == 0 {
                     return Ok(None);
                 }
+                queue_notice(conn, &tenant, NoticeSubject::SloAlert, &id, NoticeEvent::Opened)?;
                 one_alert(conn, &tenant, &id)
             })
             .await
@@ -273,12 +259,24 @@ impl SloStore for SqliteStore {
                         |r| r.get(0),
                     )
                     .optional()?;
-                match id {
-                    Some(id) => one_alert(conn, &tenant, &id),
-                    None => Ok(None),
-                }
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                queue_notice(
+                    conn,
+                    &tenant,
+                    NoticeSubject::SloAlert,
+                    &id,
+                    NoticeEvent::Resolved,
+                )?;
+                one_alert(conn, &tenant, &id)
             })
             .await
+    }
+
+    async fn slo_alert(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SloAlert>> {
+        self.readers
+            .read(|conn| one_alert(conn, tenant.as_str(), id))
     }
 
     async fn slo_alerts(

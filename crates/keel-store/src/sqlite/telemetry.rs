@@ -10,7 +10,7 @@ use rusqlite::{params, types::Value as SqlValue, Connection, OptionalExtension};
 
 use super::{from_micros, SqliteStore};
 use crate::{
-    routing::{json_map, json_text},
+    routing::json_map,
     telemetry::{
         log_cursor, next_log_cursor, too_many_points, LogQuery, PointQuery, StoredLog,
         TelemetryStore,
@@ -18,29 +18,72 @@ use crate::{
     Page, StoreError, StoreResult, TenantId,
 };
 
-fn insert_batch(conn: &Connection, tenant: &str, batch: &Batch) -> StoreResult<()> {
+/// A batch with its JSON columns already written, so the writer thread spends
+/// its time on SQLite alone.
+struct Encoded {
+    batch: Batch,
+    attributes: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl Encoded {
+    fn new(batch: Batch) -> StoreResult<Self> {
+        let json = |what: &str, r: serde_json::Result<String>| {
+            r.map_err(|e| StoreError::Internal(format!("{what}: {e}")))
+        };
+        let attributes = batch
+            .logs
+            .iter()
+            .map(|l| json("attributes", serde_json::to_string(&l.attributes)))
+            .collect::<StoreResult<_>>()?;
+        let labels = batch
+            .points
+            .iter()
+            .map(|p| json("labels", serde_json::to_string(&p.labels)))
+            .collect::<StoreResult<_>>()?;
+        Ok(Self {
+            batch,
+            attributes,
+            labels,
+        })
+    }
+}
+
+fn insert_batch(conn: &Connection, tenant: &str, encoded: &Encoded) -> StoreResult<()> {
+    let batch = &encoded.batch;
     let mut log = conn.prepare_cached(
         "INSERT INTO telemetry_logs (tenant_id, ts, account, level, body, attributes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for line in &batch.logs {
-        let attributes = serde_json::Value::Object(line.attributes.clone());
+    let mut ids = None;
+    for (line, attributes) in batch.logs.iter().zip(&encoded.attributes) {
         log.execute(params![
             tenant,
             line.ts.as_microsecond(),
             line.account,
             line.level,
             line.body,
-            json_text(&attributes)?
+            attributes
         ])?;
+        let id = conn.last_insert_rowid();
+        ids = Some(ids.map_or((id, id), |(first, _)| (first, id)));
+    }
+    // One statement indexes the whole batch: FTS5 writes its pending terms out at
+    // the end of each statement, so indexing line by line would leave a segment
+    // per line to merge (migration 11). The ids are the batch's own — this is the
+    // only writer, and nothing else inserts lines in between.
+    if let Some((first, last)) = ids {
+        conn.prepare_cached(
+            "INSERT INTO telemetry_logs_text (rowid, body)
+             SELECT id, body FROM telemetry_logs WHERE id BETWEEN ?1 AND ?2",
+        )?
+        .execute([first, last])?;
     }
     let mut point = conn.prepare_cached(
         "INSERT INTO telemetry_points (tenant_id, name, ts, account, value, labels)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for p in &batch.points {
-        let labels = serde_json::to_string(&p.labels)
-            .map_err(|e| StoreError::Internal(format!("labels: {e}")))?;
+    for (p, labels) in batch.points.iter().zip(&encoded.labels) {
         point.execute(params![
             tenant,
             p.name,
@@ -94,7 +137,10 @@ impl TelemetryStore for SqliteStore {
     ) -> StoreResult<bool> {
         let tenant = tenant.0.clone();
         let now = self.clock.now().as_microsecond();
-        self.writer
+        let encoded = Encoded::new(batch)?;
+        // The batch comes back to be freed here, not on the writer thread.
+        let (stored, _encoded) = self
+            .writer
             .execute(move |conn| {
                 if let Some(import) = &import {
                     let new = conn
@@ -104,13 +150,14 @@ impl TelemetryStore for SqliteStore {
                         )?
                         .execute(params![tenant, import, now])?;
                     if new == 0 {
-                        return Ok(false);
+                        return Ok((false, encoded));
                     }
                 }
-                insert_batch(conn, &tenant, &batch)?;
-                Ok(true)
+                insert_batch(conn, &tenant, &encoded)?;
+                Ok((true, encoded))
             })
-            .await
+            .await?;
+        Ok(stored)
     }
 
     async fn query_logs(&self, tenant: &TenantId, query: LogQuery) -> StoreResult<Page<StoredLog>> {
