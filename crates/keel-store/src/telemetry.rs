@@ -1,6 +1,7 @@
 //! Telemetry storage (SPEC §6): log lines searchable by full text and metric points
 //! aggregated at query time, every row a tenant's with the account as a dimension
-//! inside it. Adapters: SQLite (FTS5, `sqlite::telemetry`) and PostgreSQL
+//! inside it. Adapters: SQLite (lines in blocks with an FTS5 index of their
+//! words, `sqlite::log_blocks`) and PostgreSQL
 //! (`tsvector` with a GIN index, `postgres::telemetry`). Both split text into words
 //! the same way — runs of letters and digits, compared case-insensitively — so a
 //! query finds the same lines on either.
@@ -51,13 +52,34 @@ pub struct PointQuery {
 /// Most words a full-text query may hold.
 pub const MAX_TERMS: usize = 16;
 
+/// The words of a text as full-text search sees them: runs of letters and
+/// digits, not yet lowercased.
+pub fn raw_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
+/// Whether `text` holds every one of `terms` (each lowercased, as
+/// [`search_terms`] gives them) as a word.
+pub fn holds_all_words(text: &str, terms: &[String]) -> bool {
+    if terms.is_empty() {
+        return true;
+    }
+    let words: Vec<&str> = raw_words(text).collect();
+    terms.iter().all(|term| {
+        words.iter().any(|word| {
+            if word.is_ascii() {
+                word.eq_ignore_ascii_case(term)
+            } else {
+                word.to_lowercase() == *term
+            }
+        })
+    })
+}
+
 /// The words of a full-text query: runs of letters and digits, lowercased.
 pub fn search_terms(q: &str) -> StoreResult<Vec<String>> {
-    let terms: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect();
+    let terms: Vec<String> = raw_words(q).map(str::to_lowercase).collect();
     if terms.len() > MAX_TERMS {
         return Err(StoreError::InvalidInput {
             field: "q",
@@ -145,5 +167,17 @@ mod tests {
         );
         assert!(search_terms("  ").unwrap().is_empty());
         assert!(search_terms(&"w ".repeat(17)).is_err());
+    }
+
+    #[test]
+    fn a_text_holds_words_whatever_their_case() {
+        let terms = search_terms("disk FULL").unwrap();
+        assert!(holds_all_words("Disk-full on /dev/sda1", &terms));
+        assert!(!holds_all_words("disk fullness", &terms));
+        assert!(holds_all_words(
+            "ÉCHEC du disque",
+            &search_terms("échec").unwrap()
+        ));
+        assert!(holds_all_words("anything", &[]));
     }
 }

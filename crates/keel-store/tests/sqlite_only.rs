@@ -57,64 +57,118 @@ fn the_database_and_its_folder_are_private_to_their_user() {
     }
 }
 
-/// A word query takes one of two plans on SQLite (from the full-text index when
-/// its rarest word is rare, else from the newest lines); both must give the same
-/// answer. The shared suite's few lines only ever take the first.
+/// Lines written under schema 14 (a row and a full-text document per line) move
+/// into blocks with migration 15: every one is still found, by its words, level
+/// and account, newest first, with its attributes.
 #[tokio::test]
-async fn word_queries_answer_the_same_whichever_plan_runs() {
-    use keel_core::telemetry::{Batch, LogLine};
+async fn log_lines_survive_the_move_into_blocks() {
     use keel_store::{
         telemetry::{search_terms, LogQuery, TelemetryStore},
-        PageRequest, TenantStore,
+        PageRequest,
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("keel.db")).unwrap();
-    let tenant = store.create_tenant("t").await.unwrap().id;
-    let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
-    let lines = 25_000; // more lines than the plan's threshold hold "common"
-    let batch = Batch {
-        logs: (0..lines)
-            .map(|i| LogLine {
-                ts: at(i),
-                level: "info".into(),
-                body: format!("common word {i}"),
-                account: String::new(),
-                attributes: Default::default(),
-            })
-            .collect(),
-        points: vec![],
-    };
-    store.append_telemetry(&tenant, batch, None).await.unwrap();
-    let query = |q: &str, cursor: Option<String>| LogQuery {
-        account: None,
-        level: None,
+    let path = dir.path().join("keel.db");
+    let tenant = TenantId::default_tenant();
+    let at = |s: i64| 1_800_000_000_000_000 + s * 1_000_000;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL) STRICT;",
+        )
+        .unwrap();
+        for &(version, migration, sql) in &keel_store::sqlite::MIGRATIONS[..14] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![version, migration],
+            )
+            .unwrap();
+        }
+        // 2,500 lines of this tenant (three blocks' worth) and one of another.
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO telemetry_logs (tenant_id, ts, account, level, body, attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .unwrap();
+        for i in 0..2_500i64 {
+            let level = if i % 100 == 0 { "ERROR" } else { "info" };
+            let body = format!("line {i} of the old layout");
+            let attributes = format!("{{\"n\":{i}}}");
+            insert
+                .execute(rusqlite::params![
+                    tenant.as_str(),
+                    at(i),
+                    "111",
+                    level,
+                    body,
+                    attributes
+                ])
+                .unwrap();
+        }
+        insert
+            .execute(rusqlite::params![
+                "other",
+                at(7),
+                "111",
+                "info",
+                "line 7 elsewhere",
+                "{}"
+            ])
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO telemetry_logs_text (rowid, body) SELECT id, body FROM telemetry_logs;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let query = |q: &str, level: Option<&str>, limit: u32| LogQuery {
+        account: Some("111".into()),
+        level: level.map(Into::into),
         terms: search_terms(q).unwrap(),
-        from: at(0),
-        to: at(lines),
-        page: PageRequest { limit: 3, cursor },
+        from: jiff::Timestamp::from_microsecond(at(0)).unwrap(),
+        to: jiff::Timestamp::from_microsecond(at(10_000)).unwrap(),
+        page: PageRequest {
+            limit,
+            cursor: None,
+        },
     };
-    let seconds = |page: &keel_store::Page<keel_store::telemetry::StoredLog>| {
-        page.items
-            .iter()
-            .map(|l| l.ts.as_second() - 1_800_000_000)
-            .collect::<Vec<_>>()
-    };
-    // Common words: the newest lines first, and the cursor goes on from there.
-    let first = store
-        .query_logs(&tenant, query("common word", None))
+    let newest = store
+        .query_logs(&tenant, query("old layout", None, 3))
         .await
         .unwrap();
-    assert_eq!(seconds(&first), [24_999, 24_998, 24_997]);
-    let next = store
-        .query_logs(&tenant, query("common word", first.next_cursor))
+    let bodies: Vec<&str> = newest.items.iter().map(|l| l.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "line 2499 of the old layout",
+            "line 2498 of the old layout",
+            "line 2497 of the old layout"
+        ]
+    );
+    assert_eq!(newest.items[0].attributes["n"], 2499);
+    let seven = store
+        .query_logs(&tenant, query("7", None, 10))
         .await
         .unwrap();
-    assert_eq!(seconds(&next), [24_996, 24_995, 24_994]);
-    // A rare word with a common one: from the index, the same shape of answer.
-    let rare = store
-        .query_logs(&tenant, query("common 7", None))
+    assert_eq!(
+        seven.items.len(),
+        1,
+        "the other tenant's line 7 stays its own"
+    );
+    let errors = store
+        .query_logs(&tenant, query("", Some("error"), 100))
         .await
         .unwrap();
-    assert_eq!(seconds(&rare), [7]);
-    assert!(rare.next_cursor.is_none());
+    assert_eq!(errors.items.len(), 25);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (blocks, lines): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), sum(lines) FROM telemetry_log_blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((blocks, lines), (4, 2_501));
 }

@@ -401,8 +401,121 @@ async fn pruning_removes_old_rows_in_steps(kind: Kind) {
     assert_eq!(store.telemetry_retention(&t).await.unwrap(), None);
 }
 
+/// Every line of a query, page by page.
+async fn every_page(
+    store: &dyn keel_store::Store,
+    t: &TenantId,
+    mut query: LogQuery,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let page = store.query_logs(t, query.clone()).await.unwrap();
+        seen.extend(page.items.into_iter().map(|l| l.body));
+        match page.next_cursor {
+            Some(c) => query.page.cursor = Some(c),
+            None => return seen,
+        }
+    }
+}
+
+/// Batches whose times interleave, one larger than any single write, and pruning
+/// that takes part of a batch: pages still come newest first (ties by arrival),
+/// each line once, and a cursor taken before the pruning still works after it.
+async fn interleaved_batches_page_newest_first(kind: Kind) {
+    let Some(a) = Adapter::open(kind).await else {
+        return;
+    };
+    let store = &*a.store;
+    let t = store.create_tenant("t").await.unwrap().id;
+    // Batch b holds every third second from b on; the big one every second.
+    for b in 0..3 {
+        let batch = Batch {
+            logs: (0..40)
+                .map(|i| {
+                    let ts = b + 3 * i;
+                    let word = if ts % 10 == 0 { "tenth" } else { "plain" };
+                    line(ts, "info", &format!("{word} s{ts} b{b}"), "111")
+                })
+                .collect(),
+            points: vec![],
+        };
+        store.append_telemetry(&t, batch, None).await.unwrap();
+    }
+    let big = Batch {
+        logs: (0..2_500)
+            .map(|i| line(200 + i, "info", &format!("big s{}", 200 + i), "333"))
+            .collect(),
+        points: vec![],
+    };
+    store.append_telemetry(&t, big, None).await.unwrap();
+    // A second line at second 30, stored later: it comes first of the two.
+    let late = Batch {
+        logs: vec![line(30, "warn", "tenth s30 late", "111")],
+        points: vec![],
+    };
+    store.append_telemetry(&t, late, None).await.unwrap();
+
+    let small: Vec<String> = every_page(store, &t, logs("", 0, 120, 7)).await;
+    let mut expected: Vec<(i64, usize, String)> = (0..3)
+        .flat_map(|b| (0..40).map(move |i| b + 3 * i))
+        .map(|ts| {
+            let word = if ts % 10 == 0 { "tenth" } else { "plain" };
+            (ts, (ts % 3) as usize, format!("{word} s{ts} b{}", ts % 3))
+        })
+        .collect();
+    expected.push((30, 9, "tenth s30 late".into()));
+    expected.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+    let expected: Vec<String> = expected.into_iter().map(|e| e.2).collect();
+    assert_eq!(small, expected);
+    let tenths = every_page(store, &t, logs("tenth", 0, 120, 3)).await;
+    assert_eq!(tenths[..2], ["tenth s110 b2", "tenth s100 b1"]);
+    assert_eq!(tenths.len(), 13);
+    let big_lines = every_page(store, &t, logs("big", 0, 10_000, 500)).await;
+    assert_eq!(big_lines.len(), 2_500);
+    assert_eq!(big_lines[0], "big s2699");
+    assert_eq!(big_lines[2_499], "big s200");
+
+    // Take a cursor, prune the first 60 seconds in small steps, and go on.
+    let mut query = logs("", 0, 120, 50);
+    let first = store.query_logs(&t, query.clone()).await.unwrap();
+    query.page.cursor = first.next_cursor;
+    let mut gone = 0;
+    loop {
+        let step = store.prune_telemetry(&t, at(60), 7).await.unwrap();
+        assert!(step <= 7);
+        if step == 0 {
+            break;
+        }
+        gone += step;
+    }
+    assert_eq!(
+        gone, 61,
+        "seconds 0–59 of the three batches, and the late line"
+    );
+    let rest = every_page(store, &t, query).await;
+    assert_eq!(rest, expected[50..expected.len() - 61]);
+    assert!(store
+        .query_logs(&t, logs("s59", 0, 120, 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        every_page(store, &t, logs("tenth", 0, 120, 100)).await,
+        [
+            "tenth s110 b2",
+            "tenth s100 b1",
+            "tenth s90 b0",
+            "tenth s80 b2",
+            "tenth s70 b1",
+            "tenth s60 b0"
+        ]
+    );
+}
+
 on_every_adapter!(
     lines_are_found_by_words_level_account_and_time_newest_first,
+    interleaved_batches_page_newest_first,
     points_match_name_account_labels_and_range,
     imports_land_once,
     pruning_removes_old_rows_in_steps,

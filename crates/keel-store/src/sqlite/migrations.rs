@@ -79,10 +79,17 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session_keys",
         include_str!("../../migrations/sqlite/0014_session_keys.sql"),
     ),
+    (
+        15,
+        "telemetry_log_blocks",
+        include_str!("../../migrations/sqlite/0015_telemetry_log_blocks.sql"),
+    ),
 ];
 
 /// Applies every migration not yet applied; returns the versions it applied.
 pub fn migrate(conn: &mut Connection) -> StoreResult<Vec<i64>> {
+    // Functions that migrations written in SQL call.
+    super::log_blocks::register_functions(conn)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version     INTEGER PRIMARY KEY,

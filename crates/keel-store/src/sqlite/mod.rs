@@ -12,6 +12,7 @@ mod collections;
 mod consume;
 mod errors;
 mod leases;
+mod log_blocks;
 mod maintenance;
 mod migrations;
 mod monitor_checks;

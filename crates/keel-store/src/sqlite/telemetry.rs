@@ -1,89 +1,54 @@
-//! Telemetry on SQLite: lines in `telemetry_logs` with an FTS5 index kept by
-//! triggers, points in `telemetry_points` (labels as JSON, matched with
+//! Telemetry on SQLite: lines in blocks with a word index (`sqlite::log_blocks`),
+//! points in `telemetry_points` (labels as JSON, matched with
 //! `json_extract`), and import ids in `telemetry_imports` — all written in the
 //! writer's group commit, each call in its own savepoint.
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use keel_core::telemetry::Batch;
+use keel_core::telemetry::{Batch, MetricPoint};
 use rusqlite::{params, types::Value as SqlValue, Connection, OptionalExtension};
 
-use super::{from_micros, SqliteStore};
+use super::{log_blocks, SqliteStore};
 use crate::{
-    routing::json_map,
-    telemetry::{
-        log_cursor, next_log_cursor, too_many_points, LogQuery, PointQuery, StoredLog,
-        TelemetryStore,
-    },
+    telemetry::{too_many_points, LogQuery, PointQuery, StoredLog, TelemetryStore},
     Page, StoreError, StoreResult, TenantId,
 };
 
-/// A batch with its JSON columns already written, so the writer thread spends
-/// its time on SQLite alone.
+/// A batch with its JSON columns and log blocks already written, so the writer
+/// thread spends its time on SQLite alone.
 struct Encoded {
-    batch: Batch,
-    attributes: Vec<String>,
+    blocks: Vec<log_blocks::EncodedBlock>,
+    points: Vec<MetricPoint>,
     labels: Vec<String>,
 }
 
 impl Encoded {
     fn new(batch: Batch) -> StoreResult<Self> {
-        let json = |what: &str, r: serde_json::Result<String>| {
-            r.map_err(|e| StoreError::Internal(format!("{what}: {e}")))
-        };
-        let attributes = batch
-            .logs
-            .iter()
-            .map(|l| json("attributes", serde_json::to_string(&l.attributes)))
-            .collect::<StoreResult<_>>()?;
         let labels = batch
             .points
             .iter()
-            .map(|p| json("labels", serde_json::to_string(&p.labels)))
+            .map(|p| {
+                serde_json::to_string(&p.labels)
+                    .map_err(|e| StoreError::Internal(format!("labels: {e}")))
+            })
             .collect::<StoreResult<_>>()?;
         Ok(Self {
-            batch,
-            attributes,
+            blocks: log_blocks::encode_blocks(&batch.logs)?,
+            points: batch.points,
             labels,
         })
     }
 }
 
 fn insert_batch(conn: &Connection, tenant: &str, encoded: &Encoded) -> StoreResult<()> {
-    let batch = &encoded.batch;
-    let mut log = conn.prepare_cached(
-        "INSERT INTO telemetry_logs (tenant_id, ts, account, level, body, attributes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut ids = None;
-    for (line, attributes) in batch.logs.iter().zip(&encoded.attributes) {
-        log.execute(params![
-            tenant,
-            line.ts.as_microsecond(),
-            line.account,
-            line.level,
-            line.body,
-            attributes
-        ])?;
-        let id = conn.last_insert_rowid();
-        ids = Some(ids.map_or((id, id), |(first, _)| (first, id)));
-    }
-    // One statement indexes the whole batch: FTS5 writes its pending terms out at
-    // the end of each statement, so indexing line by line would leave a segment
-    // per line to merge (migration 11). The ids are the batch's own — this is the
-    // only writer, and nothing else inserts lines in between.
-    if let Some((first, last)) = ids {
-        conn.prepare_cached(
-            "INSERT INTO telemetry_logs_text (rowid, body)
-             SELECT id, body FROM telemetry_logs WHERE id BETWEEN ?1 AND ?2",
-        )?
-        .execute([first, last])?;
+    for block in &encoded.blocks {
+        log_blocks::insert(conn, tenant, block)?;
     }
     let mut point = conn.prepare_cached(
         "INSERT INTO telemetry_points (tenant_id, name, ts, account, value, labels)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for (p, labels) in batch.points.iter().zip(&encoded.labels) {
+    for (p, labels) in encoded.points.iter().zip(&encoded.labels) {
         point.execute(params![
             tenant,
             p.name,
@@ -106,25 +71,6 @@ fn label_path(key: &str) -> StoreResult<String> {
         });
     }
     Ok(format!("$.\"{key}\""))
-}
-
-type LogRow = (i64, i64, String, String, String, String);
-
-/// Below this many lines holding a query's rarest word, the query starts from the
-/// full-text index and sorts what it finds; above it, from the newest lines,
-/// checking each against the index (which finds a page of a common word at once
-/// but would walk the whole table for a rare one).
-const INDEX_FIRST_BELOW: i64 = 20_000;
-
-/// How many lines (of every tenant) hold the rarest of `terms`.
-fn rarest_word_lines(conn: &Connection, terms: &[String]) -> StoreResult<i64> {
-    let mut lines = conn
-        .prepare_cached("SELECT coalesce(sum(doc), 0) FROM telemetry_logs_words WHERE term = ?1")?;
-    let mut rarest = i64::MAX;
-    for term in terms {
-        rarest = rarest.min(lines.query_row([term], |r| r.get(0))?);
-    }
-    Ok(rarest)
 }
 
 #[async_trait]
@@ -161,93 +107,8 @@ impl TelemetryStore for SqliteStore {
     }
 
     async fn query_logs(&self, tenant: &TenantId, query: LogQuery) -> StoreResult<Page<StoredLog>> {
-        let (before_ts, before_id) = log_cursor(&query.page)?;
-        let limit = query.page.limit;
-        let index_first = !query.terms.is_empty()
-            && self
-                .readers
-                .read(|conn| rarest_word_lines(conn, &query.terms))?
-                < INDEX_FIRST_BELOW;
-        // The index's matches as the outer loop (CROSS JOIN fixes the order), or
-        // the newest lines filtered by the index.
-        let mut sql = String::from(if index_first {
-            "SELECT id, ts, account, level, body, attributes
-             FROM (SELECT rowid AS hit FROM telemetry_logs_text WHERE telemetry_logs_text MATCH ?1)
-             CROSS JOIN telemetry_logs ON id = hit
-             WHERE tenant_id = ?2 AND ts >= ?3 AND ts < ?4 AND (ts, id) < (?5, ?6)"
-        } else {
-            "SELECT id, ts, account, level, body, attributes FROM telemetry_logs
-             WHERE ?1 IS NULL AND tenant_id = ?2 AND ts >= ?3 AND ts < ?4 AND (ts, id) < (?5, ?6)"
-        });
-        // Terms are letters and digits only; quoted, each is one FTS5 word.
-        let matching = query
-            .terms
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut args: Vec<SqlValue> = vec![
-            if index_first {
-                matching.clone().into()
-            } else {
-                SqlValue::Null
-            },
-            tenant.as_str().to_owned().into(),
-            query.from.as_microsecond().into(),
-            query.to.as_microsecond().into(),
-            before_ts.into(),
-            before_id.into(),
-        ];
-        if let Some(account) = query.account {
-            args.push(account.into());
-            sql.push_str(&format!(" AND account = ?{}", args.len()));
-        }
-        if let Some(level) = query.level {
-            args.push(level.into());
-            sql.push_str(&format!(" AND level = ?{} COLLATE NOCASE", args.len()));
-        }
-        if !query.terms.is_empty() && !index_first {
-            args.push(matching.into());
-            sql.push_str(&format!(
-                " AND id IN (SELECT rowid FROM telemetry_logs_text WHERE telemetry_logs_text MATCH ?{})",
-                args.len()
-            ));
-        }
-        args.push(i64::from(limit).into());
-        sql.push_str(&format!(" ORDER BY ts DESC, id DESC LIMIT ?{}", args.len()));
-        let rows: Vec<LogRow> = self.readers.read(|conn| {
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })?
-                .collect::<Result<_, _>>()?)
-        })?;
-        let full = rows.len() == limit as usize;
-        let last = rows.last().map(|r| (r.1, r.0));
-        let items = rows
-            .into_iter()
-            .map(|(_, ts, account, level, body, attributes)| {
-                Ok(StoredLog {
-                    ts: from_micros(ts)?,
-                    level,
-                    body,
-                    account,
-                    attributes: json_map(&attributes)?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Page {
-            items,
-            next_cursor: next_log_cursor(last, full),
-        })
+        self.readers
+            .read(|conn| log_blocks::query(conn, tenant.as_str(), &query))
     }
 
     async fn query_points(
@@ -340,9 +201,8 @@ impl TelemetryStore for SqliteStore {
         let before = before.as_microsecond();
         self.writer
             .execute(move |conn| {
-                let mut gone = 0;
+                let mut gone = log_blocks::prune(conn, &tenant, before, limit)?;
                 for (table, column) in [
-                    ("telemetry_logs", "ts"),
                     ("telemetry_points", "ts"),
                     ("telemetry_imports", "imported_at"),
                 ] {
