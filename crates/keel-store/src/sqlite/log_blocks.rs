@@ -20,7 +20,10 @@
 //! block's lines leaves `null` in their places, so the other lines keep their ids
 //! (and cursors stay valid).
 
-use std::collections::{BinaryHeap, HashSet};
+use std::{
+    collections::{BinaryHeap, HashSet},
+    fmt::Write,
+};
 
 use keel_core::telemetry::LogLine;
 use rusqlite::{params, types::Value as SqlValue, Connection};
@@ -105,7 +108,7 @@ fn block_words<'a>(bodies: impl Iterator<Item = &'a str>) -> String {
                 if !words.is_empty() {
                     words.push(' ');
                 }
-                words.push_str(&format!("{hash:016x}"));
+                write!(words, "{hash:016x}").expect("writing to a String");
             }
         }
     }
@@ -195,11 +198,22 @@ pub(super) fn register_functions(conn: &Connection) -> StoreResult<()> {
 }
 
 pub(super) fn insert(conn: &Connection, tenant: &str, block: &EncodedBlock) -> StoreResult<()> {
+    write(conn, None, tenant, block)
+}
+
+/// Stores a block under `id` (a new one when `None`) with its index document.
+fn write(
+    conn: &Connection,
+    id: Option<i64>,
+    tenant: &str,
+    block: &EncodedBlock,
+) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO telemetry_log_blocks (tenant_id, min_ts, max_ts, lines, accounts, levels, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO telemetry_log_blocks (id, tenant_id, min_ts, max_ts, lines, accounts, levels, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
+        id,
         tenant,
         block.min_ts,
         block.max_ts,
@@ -411,24 +425,10 @@ pub(super) fn prune(conn: &Connection, tenant: &str, before: i64, limit: u32) ->
             delete(conn, id)?;
             continue;
         }
+        // Written again under its own id, so the lines it keeps keep theirs.
         let block = encode(&kept.iter().map(Option::as_ref).collect::<Vec<_>>())?;
-        conn.prepare_cached(
-            "UPDATE telemetry_log_blocks
-             SET min_ts = ?2, max_ts = ?3, lines = ?4, accounts = ?5, levels = ?6, data = ?7
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            id,
-            block.min_ts,
-            block.max_ts,
-            block.lines,
-            block.accounts,
-            block.levels,
-            block.data
-        ])?;
-        conn.prepare_cached("DELETE FROM telemetry_log_block_words WHERE rowid = ?1")?
-            .execute([id])?;
-        index(conn, id, &block.words)?;
+        delete(conn, id)?;
+        write(conn, Some(id), tenant, &block)?;
     }
     Ok(gone)
 }
